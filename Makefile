@@ -1,0 +1,26 @@
+# The two commands of the README. Both create .venv if needed (pip into a venv; conda users see environment.yml).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## make demo: synthesize the embedded cohort and run the whole paper story into outputs/
+demo: $(STAMP)
+	$(BIN)/exaonepath-lab demo --out outputs
+
+## make test: the full test suite (notebooks included)
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf outputs .pytest_cache
