@@ -1,1 +1,25 @@
-"""encoders."""
+"""Frozen encoders by name, with their preprocessing and strict checkpoint loading.
+
+>>> from exaonepath_lab.encoders import create_encoder
+>>> enc = create_encoder("exaonepath", checkpoint="EXAONEPath.ckpt")   # doctest: +SKIP
+>>> enc(batch).shape  # batch: N×3×224×224 normalized -> N×768             # doctest: +SKIP
+"""
+from __future__ import annotations
+
+from .checkpoint import CheckpointMismatchError, LoadReport, hf_vit_to_timm, load_strict, load_weights_file, read_weight_file
+from .registry import ENCODERS, Encoder, EncoderSpec, create_encoder, encoder_spec, list_encoders
+
+__all__ = [
+    "ENCODERS",
+    "CheckpointMismatchError",
+    "Encoder",
+    "EncoderSpec",
+    "LoadReport",
+    "create_encoder",
+    "encoder_spec",
+    "hf_vit_to_timm",
+    "list_encoders",
+    "load_strict",
+    "load_weights_file",
+    "read_weight_file",
+]

@@ -1,0 +1,177 @@
+"""Batched feature extraction over any item dataset, cached and resumable.
+
+``extract_features(encoder, dataset, normalizer=..., cache_path=...)`` reads uint8 patches,
+optionally Macenko-normalizes them (batched, statuses kept per item, never dropped), applies
+the encoder's preprocessing (Resize -> CenterCrop -> mean/std, each switchable for small
+tiles) and returns a :class:`~exaonepath_lab.features.cache.FeatureSet`. With ``cache_path``
+the result is an HDF5 cache keyed by everything that produced it; a matching cache is
+reused, a different one is recomputed (saying which part of the key changed), and a killed
+run resumes from its last finished chunk.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.utils.data
+
+from .cache import FeatureSet, PartStore, describe_key_difference, load_features, patch_list_sha256, read_key, save_features
+from .preprocess import Preprocessing, check_image, normalize_stain, normalizer_identity
+
+log = logging.getLogger(__name__)
+
+
+def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # Patches may differ in size (image folders): keep a list, resize later in groups.
+    return items
+
+
+def _say(msg: str, progress: bool) -> None:
+    log.info(msg)
+    if progress:
+        print(f"[extract] {msg}", file=sys.stderr)
+
+
+def make_key(encoder: Any, pre: Preprocessing, normalizer: Any, meta: Any) -> dict[str, Any]:
+    """The cache key: encoder identity, preprocessing, normalizer identity, patch-list hash."""
+    key = {
+        "encoder": encoder.identity(),
+        "preprocessing": pre.describe(),
+        "normalizer": normalizer_identity(normalizer),
+        "patch_list_sha256": patch_list_sha256(meta),
+        "n_items": int(len(meta)),
+    }
+    return json.loads(json.dumps(key, sort_keys=True, default=str))  # tuples -> lists, as stored
+
+
+def extract_features(
+    encoder: Any,
+    dataset: Any,
+    *,
+    normalizer: Any = None,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    cache_path: str | Path | None = None,
+    progress: bool = True,
+    device: str | torch.device | None = None,
+    resize: bool = True,
+    crop: bool = True,
+    chunk_size: int | None = None,
+    recompute: bool = False,
+    max_chunks: int | None = None,
+) -> FeatureSet:
+    """Features of every item of ``dataset`` (item protocol of :mod:`exaonepath_lab.datasets`).
+
+    Args:
+        encoder: an :class:`~exaonepath_lab.encoders.Encoder` (``.identity()``, ``.mean``, ``.std``,
+            ``.input_size``, ``.resize_size``, ``__call__(N×3×H×W) -> N×D``).
+        dataset: items ``{"image": uint8 (H, W, 3)}`` and a ``meta`` DataFrame (N rows).
+        normalizer: stain normalizer (``.normalize(uint8 N×H×W×3)`` -> ``.images``, ``.status``) or None.
+        resize, crop: switch the encoder's Resize(resize_size)/CenterCrop(input_size) off (small tiles).
+        cache_path: HDF5 file; reused only if its key matches, else recomputed.
+        chunk_size: items per resumable chunk (default ``16 × batch_size``).
+        max_chunks: stop after computing this many new chunks (returns None-free partial state on
+            disk and raises ``InterruptedError``; used to test resumption and to split long jobs).
+        device: move the encoder there first (e.g. ``"cuda"``); default: where it already is.
+
+    Returns:
+        FeatureSet with ``features`` (N, D) float32 in dataset order, ``meta`` = ``dataset.meta``,
+        ``key`` and ``norm_status`` ("none" when ``normalizer`` is None). ``cache_status`` (attribute)
+        says "computed", "reused", "resumed (k/n chunks on disk)" or "recomputed (...)".
+    """
+    meta = dataset.meta.reset_index(drop=True).copy()
+    n = len(meta)
+    if n == 0:
+        raise ValueError("extract_features: the dataset is empty (meta has no rows)")
+    if device is not None and torch.device(device) != getattr(encoder, "device", None):
+        encoder.model.to(device)
+        encoder.device = torch.device(device)
+    pre = Preprocessing.for_encoder(encoder, resize=resize, crop=crop)
+    key = make_key(encoder, pre, normalizer, meta)
+    status_note = "computed"
+    if cache_path is not None and not recompute:
+        old = read_key(cache_path)
+        if old == key:
+            fs = load_features(cache_path)
+            fs.cache_status = "reused"
+            _say(f"reusing {cache_path} (key matches)", progress)
+            return fs
+        if old is not None:
+            status_note = f"recomputed (cache differs in: {describe_key_difference(old, key)})"
+            _say(f"{cache_path}: {status_note}", progress)
+        elif Path(cache_path).exists():
+            status_note = "recomputed (existing file is not a readable feature cache)"
+            _say(f"{cache_path}: {status_note}", progress)
+
+    chunk_size = int(chunk_size or 16 * batch_size)
+    n_chunks = (n + chunk_size - 1) // chunk_size
+    parts = PartStore(cache_path, key, chunk_size) if cache_path is not None else None
+    if parts is not None:
+        msg = parts.open()
+        if msg:
+            _say(msg, progress)
+        n_done = sum(parts.done(c) for c in range(n_chunks))
+        if n_done:
+            status_note = f"resumed ({n_done}/{n_chunks} chunks on disk)"
+            _say(f"{cache_path}: {status_note}", progress)
+
+    from tqdm.auto import tqdm
+
+    feats: list[np.ndarray | None] = [None] * n_chunks
+    stats: list[np.ndarray | None] = [None] * n_chunks
+    new = 0
+    pin = torch.device(getattr(encoder, "device", "cpu")).type == "cuda"
+    bar = tqdm(total=n, disable=not progress, desc=f"features {encoder.name}", unit="img")
+    try:
+        for c in range(n_chunks):
+            lo, hi = c * chunk_size, min(n, (c + 1) * chunk_size)
+            if parts is not None and parts.done(c):
+                feats[c], stats[c] = parts.read(c)
+                bar.update(hi - lo)
+                continue
+            if max_chunks is not None and new >= max_chunks:
+                raise InterruptedError(f"stopped after {new} new chunks (max_chunks); rerun to resume")
+            f, s = _run_chunk(encoder, dataset, range(lo, hi), pre, normalizer, batch_size, num_workers, pin, bar)
+            feats[c], stats[c] = f, np.array(s, dtype=str)
+            if parts is not None:
+                parts.write(c, f, s)
+            new += 1
+    finally:
+        bar.close()
+    fs = FeatureSet(np.concatenate(feats), meta, key, np.concatenate(stats))  # type: ignore[arg-type]
+    fs.cache_status = status_note
+    if cache_path is not None:
+        save_features(cache_path, fs)
+        parts.remove()  # type: ignore[union-attr]
+    counts = fs.status_counts()
+    if normalizer is not None and set(counts) - {"ok"}:
+        _say(f"stain-normalization statuses: {counts} (kept; see FeatureSet.norm_status)", progress)
+    return fs
+
+
+def _run_chunk(encoder: Any, dataset: Any, idx: range, pre: Preprocessing, normalizer: Any,
+               batch_size: int, num_workers: int, pin: bool, bar: Any) -> tuple[np.ndarray, list[str]]:
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(dataset, list(idx)), batch_size=batch_size, shuffle=False,
+        num_workers=num_workers, collate_fn=_collate, pin_memory=False,
+    )
+    out: list[np.ndarray] = []
+    status: list[str] = []
+    for items in loader:
+        imgs = [check_image(it["image"], f"{type(dataset).__name__}[{it.get('index', '?')}]") for it in items]
+        if normalizer is not None:
+            imgs, st = normalize_stain(normalizer, imgs)
+        else:
+            st = ["none"] * len(imgs)
+        x = pre(imgs)
+        if pin:
+            x = x.pin_memory()
+        out.append(encoder(x).detach().cpu().numpy().astype(np.float32))
+        status.extend(st)
+        bar.update(len(items))
+    return np.concatenate(out), status
