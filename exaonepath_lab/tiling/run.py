@@ -65,6 +65,7 @@ def resolve_inputs(
     A folder contributes its slide files (non-recursive, sorted; ``*_classmap.png`` and
     other images only with ``allow_plain_images``). A ``.csv`` needs a ``path`` column
     (relative paths are relative to the CSV), optional ``slide_id`` and ``mpp``.
+    Paths are made absolute so the manifest works from any directory.
     Any other path is taken as a slide (missing ones fail in the run, not here, so the
     manifest records them). Duplicate slide ids are an error: their outputs would collide.
     """
@@ -78,11 +79,11 @@ def resolve_inputs(
                            and not f.name.startswith(".") and not f.stem.endswith("_classmap"))
             if not files:
                 raise ValueError(f"no slide files ({', '.join(suffixes)}) in folder {p}")
-            jobs += [SlideJob(str(f), f.stem) for f in files]
+            jobs += [SlideJob(os.path.abspath(f), f.stem) for f in files]
         elif p.suffix.lower() == ".csv":
             jobs += _jobs_from_csv(p)
         else:
-            jobs.append(SlideJob(str(p), p.stem))
+            jobs.append(SlideJob(os.path.abspath(p), p.stem))
     if not jobs:
         raise ValueError("no slides given: pass a folder, a CSV manifest with a `path` column, or slide paths")
     seen: dict[str, str] = {}
@@ -110,7 +111,7 @@ def _jobs_from_csv(csv: Path) -> list[SlideJob]:
         p = p if p.is_absolute() else csv.parent / p
         sid = str(r["slide_id"]) if "slide_id" in df.columns and pd.notna(r["slide_id"]) else p.stem
         mpp = float(r["mpp"]) if "mpp" in df.columns and pd.notna(r["mpp"]) else None
-        jobs.append(SlideJob(str(p), sid, mpp))
+        jobs.append(SlideJob(os.path.abspath(p), sid, mpp))
     return jobs
 
 
@@ -183,7 +184,7 @@ def run_tiling(
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
-    out = Path(out_dir)
+    out = Path(out_dir).absolute()  # manifest paths stay valid from any working directory
     out.mkdir(parents=True, exist_ok=True)
     if shard_index is None or num_shards is None:
         env_i, env_n = shard_from_env()
