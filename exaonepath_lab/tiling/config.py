@@ -51,7 +51,7 @@ class TileConfig(JobConfig):
     """HSV value (0-255) below which a pixel is ink or debris rather than stained tissue
     (dense epidermis in CMU-1 reaches ~63 at 4 µm/px; black marker cores sit at 20-45)."""
     ink_margin_um: float = 24.0
-    """Ink masks are grown by this much (µm, ≥ 1 px): marker edges blend into tissue."""
+    """Coloured-ink masks are grown by this much (µm, ≥ 1 px): marker edges blend into tissue."""
     mpp_override: float | None = None
     """µm/px used for every slide instead of its metadata (recorded as the MPP source)."""
     allow_plain_images: bool = False

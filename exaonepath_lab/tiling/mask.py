@@ -19,7 +19,7 @@ def _odd(n: float) -> int:
     return k if k % 2 else k + 1
 
 
-def pen_mask(rgb: np.ndarray, *, dark_value: int = 50) -> np.ndarray:
+def pen_mask(rgb: np.ndarray, *, dark_value: int = 50, split: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Pixels that are ink or debris rather than H&E: bool (h, w).
 
     H&E lives in the pink-purple hues (OpenCV hue ≈ 125-180 and 0-8). Excluded:
@@ -27,7 +27,8 @@ def pen_mask(rgb: np.ndarray, *, dark_value: int = 50) -> np.ndarray:
     110-125, saturation ≥ 150: hematoxylin can look blue but is never that vivid),
     saturated red ink (hue < 8 or ≥ 172 with saturation ≥ 170; eosin is a paler
     pink, but fresh blood may be caught too), and very dark pixels (value <
-    ``dark_value``: black ink, labels, folds) which no stain produces at thumbnail scale.
+    ``dark_value``: black marker, labels, folds). With ``split=True`` returns
+    ``(coloured_ink, dark)`` separately.
     """
     import cv2
 
@@ -37,7 +38,8 @@ def pen_mask(rgb: np.ndarray, *, dark_value: int = 50) -> np.ndarray:
     blue = (h >= 110) & (h < 125) & (s >= 150)
     red = ((h < 8) | (h >= 172)) & (s >= 170)
     dark = v < dark_value
-    return green | blue | red | dark
+    coloured = green | blue | red
+    return (coloured, dark) if split else coloured | dark
 
 
 def tissue_mask(rgb: np.ndarray, *, mpp: float, config: TileConfig | None = None) -> np.ndarray:
@@ -57,10 +59,12 @@ def tissue_mask(rgb: np.ndarray, *, mpp: float, config: TileConfig | None = None
     sat = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)[..., 1]
     sat = cv2.medianBlur(sat, min(_odd(cfg.median_um / mpp), 255))
     if cfg.exclude_pen:
-        # Ink edges blend into tissue over a few px: grow the ink mask slightly.
-        ink = pen_mask(rgb, dark_value=cfg.dark_value).astype(np.uint8)
+        # Coloured ink blends into tissue over its edges: grow it. Dark pixels are not grown,
+        # since dense nuclei sit right next to them in real tissue.
+        coloured, dark = pen_mask(rgb, dark_value=cfg.dark_value, split=True)
         m = max(1, int(round(cfg.ink_margin_um / mpp)))
-        ink = cv2.dilate(ink, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * m + 1, 2 * m + 1))).astype(bool)
+        se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * m + 1, 2 * m + 1))
+        ink = cv2.dilate(coloured.astype(np.uint8), se).astype(bool) | dark
     else:
         ink = np.zeros(sat.shape, bool)
     valid = sat[~ink]
