@@ -303,7 +303,7 @@ def merge_manifests(out_dir: str | os.PathLike, *, allow_partial: bool = False) 
     if missing and not allow_partial:
         raise ValueError(f"shards {missing} of {n} have no manifest in {out} yet (still running or failed); "
                          "rerun them, or merge with allow_partial=True / --allow-partial")
-    manifest = pd.concat([pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in parts], ignore_index=True)
+    manifest = pd.concat([pd.read_csv(p, dtype={"error": str}) for p in parts], ignore_index=True)
     manifest["error"] = manifest["error"].fillna("")
     manifest = manifest.sort_values("slide_id", kind="stable").reset_index(drop=True)
     path = out / "manifest.csv"
