@@ -1,0 +1,127 @@
+"""``exaonepath-lab probe``: extract (cached) features of a downstream dataset and run the paper's linear probe."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "probe",
+        help="linear evaluation of a frozen encoder on a downstream dataset (Table 1 protocol)",
+        description="Load DATASET from ROOT with the paper's splits (saved, so every encoder sees the same "
+        "samples), extract features once into an HDF5 cache keyed by encoder + preprocessing + normalizer, "
+        "then train the linear probe (SGD lr 0.1, momentum 0.9, no weight decay, batch 128, 12,500 "
+        "iterations) for each seed and write OUT/<model>__<dataset>__linear.json for `exaonepath-lab table`.",
+    )
+    p.add_argument("--encoder", required=True, help="encoder name (exaonepath, timm:<name>, random:<name>, kit-dino ...; "
+                   "see exaonepath_lab.encoders.list_encoders())")
+    p.add_argument("--checkpoint", help="local weights file; never downloaded")
+    p.add_argument("--dataset", required=True,
+                   choices=["pcam", "mhist", "crc100k", "til", "msi_crc", "msi_stad", "synthetic"],
+                   help="downstream dataset; 'synthetic' = tissue classes of a tiled synthetic cohort (ROOT = tiling output)")
+    p.add_argument("--root", required=True, help="the dataset folder in its distributed layout (see data_manifests/)")
+    p.add_argument("--out", required=True, help="output folder: result JSON, features/ cache, probe_config.json")
+    p.add_argument("--model-name", help="row name in Table 1 (default: the encoder name)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                   help="probe seeds (init + sampling order); 3 by default for mean ± std at modest cost")
+    p.add_argument("--iterations", type=int, default=12_500, help="SGD iterations (paper: 12,500)")
+    p.add_argument("--lr", type=float, default=0.1, help="SGD learning rate (paper: 0.1)")
+    p.add_argument("--batch-size-probe", type=int, default=128, help="probe batch size (paper: 128)")
+    p.add_argument("--selection", choices=["best_val", "last"], default="best_val",
+                   help="checkpoint reported on test: best validation top-1 (default; the paper builds val "
+                   "splits but does not say how it uses them) or the last iterate; both are recorded")
+    p.add_argument("--eval-every", type=int, default=500, help="validation interval in iterations for best_val")
+    p.add_argument("--feature-norm", choices=["none", "standardize", "l2"], default="none",
+                   help="feature scaling before the linear layer; none = DINO's plain linear layer on raw features "
+                   "(the paper is silent)")
+    p.add_argument("--knn", action="store_true", help="also run weighted k-NN (k=20, T=0.07) and write its result")
+    p.add_argument("--normalize", action="store_true",
+                   help="Macenko-normalize every image before the encoder (the paper does, in train and eval)")
+    p.add_argument("--stain-target", help="fitted stain target JSON (StainTarget.save); default: HERef/maxCRef")
+    p.add_argument("--stain-policy", choices=["passthrough", "flag", "raise"], default="passthrough",
+                   help="what happens to images that cannot be normalized; passthrough keeps them raw and "
+                   "counts them in the result (never dropped)")
+    p.add_argument("--no-resize", action="store_true",
+                   help="skip Resize(256)->CenterCrop(224) (only for encoders built for small tiles)")
+    p.add_argument("--batch-size", type=int, default=64, help="extraction batch size")
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers for image decoding")
+    p.add_argument("--device", default="cpu", help="cpu or cuda; the encoder runs there")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (shared machines: keep it small)")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the saved 80:20 split (keep it fixed across encoders)")
+    p.add_argument("--split-dir", help="folder for split CSVs when ROOT is read-only (default ROOT/splits)")
+    p.add_argument("--wsis", type=int, help="number of training WSIs of the encoder (Figure 1b)")
+    p.add_argument("--patches", type=int, help="number of training patches of the encoder (Table 1)")
+    p.add_argument("--encoder-kw", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="extra create_encoder keywords, e.g. img_size=96 (values parsed as JSON when possible)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(func=run)
+
+
+def _kw(items: list[str]) -> dict:
+    import json
+
+    out = {}
+    for it in items:
+        k, sep, v = it.partition("=")
+        if not sep:
+            raise ValueError(f"--encoder-kw {it!r}: use KEY=VALUE")
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from ..encoders import create_encoder
+    from ..features import extract_features
+    from ..io import sha256_json
+    from ..probing.datasets import load_dataset
+    from ..probing.evaluate import evaluate_features, write_result
+    from ..probing.linear import ProbeConfig
+
+    torch.set_num_threads(max(1, args.threads))
+    progress = not args.quiet
+    out = Path(args.out)
+    cfg = ProbeConfig(lr=args.lr, batch_size=args.batch_size_probe, iterations=args.iterations,
+                      feature_norm=args.feature_norm, selection=args.selection, eval_every=args.eval_every,
+                      seeds=tuple(args.seeds))
+    ds = load_dataset(args.dataset, args.root, split_seed=args.split_seed, split_dir=args.split_dir)
+    encoder = create_encoder(args.encoder, checkpoint=args.checkpoint, device=args.device, **_kw(args.encoder_kw))
+    normalizer = None
+    if args.normalize:
+        from ..stain.macenko import MacenkoNormalizer
+        from ..stain.target import StainTarget
+
+        target = StainTarget.load(args.stain_target) if args.stain_target else None
+        normalizer = MacenkoNormalizer(target, policy=args.stain_policy)
+    model = args.model_name or args.encoder
+    tag = sha256_json({"encoder": encoder.identity(), "norm": bool(normalizer), "target": args.stain_target,
+                       "resize": not args.no_resize})[:12]
+    cache = out / "features" / f"{args.dataset}__{tag}.h5"
+    fs = extract_features(encoder, ds, normalizer=normalizer, batch_size=args.batch_size, num_workers=args.num_workers,
+                          cache_path=cache, progress=progress, resize=not args.no_resize, crop=not args.no_resize)
+    print(f"features: {fs.features.shape} ({fs.cache_status}) -> {cache}")
+    info = {"params": int(sum(p.numel() for p in encoder.model.parameters())), "wsis": args.wsis,
+            "patches": args.patches, "encoder": args.encoder, "checkpoint": args.checkpoint}
+    classes = list(getattr(ds, "classes", []) or []) or None
+    cfg.save(out / "probe_config.json")
+    methods = ["linear"] + (["knn"] if args.knn else [])
+    for m in methods:
+        res = evaluate_features(fs, dataset=args.dataset, model=model, method=m, config=cfg, classes=classes,
+                                model_info=info, progress=progress)
+        res["feature_cache"] = str(cache)
+        path = write_result(res, out)
+        t = res["test"]
+        fails = {s: {k: v for k, v in c.items() if k not in ("ok", "none")} for s, c in res["normalization"].items()}
+        print(f"{m}: test top-1 {t['top1']['mean']:.4f} ± {t['top1']['std']:.4f}, balanced acc "
+              f"{t['balanced_accuracy']['mean']:.4f}, AUROC {t['auroc']['mean']:.4f} (n={res['n']}) -> {path}")
+        if any(fails.values()):
+            print(f"  stain normalization failures kept (policy {args.stain_policy}): {fails}", file=sys.stderr)
+    return 0
