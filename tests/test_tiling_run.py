@@ -158,7 +158,9 @@ def test_classmap_labels_and_csv_manifest(cohort, tmp_path):
     csv = d / "list.csv"
     pd.DataFrame({"path": ["s1.tiff", str(cohort / "slide_b.tiff")], "slide_id": ["S1", "B"],
                   "mpp": [None, 0.3]}).to_csv(csv, index=False)
+    Image.fromarray(img[::16, ::16]).save(d / "s1_thumb.png")
     assert [j.slide_id for j in resolve_inputs(d)] == ["s1"]  # the class map PNG is not a slide
+    assert [j.slide_id for j in resolve_inputs(d, allow_plain_images=True)] == ["s1"]  # nor its thumbnail
     res = run_tiling(csv, tmp_path / "out", progress=False)
     m = res.manifest.set_index("slide_id")
     d1 = read_patch_h5(m.loc["S1", "h5_path"])

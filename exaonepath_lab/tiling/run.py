@@ -62,8 +62,8 @@ def resolve_inputs(
 ) -> list[SlideJob]:
     """Turn a folder, a CSV manifest or a list of paths into slide jobs.
 
-    A folder contributes its slide files (non-recursive, sorted; ``*_classmap.png`` and
-    other images only with ``allow_plain_images``). A ``.csv`` needs a ``path`` column
+    A folder contributes its slide files (non-recursive, sorted; PNG/JPEG only with
+    ``allow_plain_images``, and never a slide's sidecars such as ``<stem>_thumb.png``). A ``.csv`` needs a ``path`` column
     (relative paths are relative to the CSV), optional ``slide_id`` and ``mpp``.
     Paths are made absolute so the manifest works from any directory.
     Any other path is taken as a slide (missing ones fail in the run, not here, so the
@@ -77,6 +77,10 @@ def resolve_inputs(
         if p.is_dir():
             files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in suffixes
                            and not f.name.startswith(".") and not f.stem.endswith("_classmap"))
+            # sidecar pictures of a slide (<stem>_thumb.png, <stem>_classmap.png) are not slides
+            wsi_stems = {f.stem for f in files if f.suffix.lower() in SLIDE_SUFFIXES}
+            files = [f for f in files if f.suffix.lower() in SLIDE_SUFFIXES
+                     or not any(f.stem.startswith(w + "_") for w in wsi_stems)]
             if not files:
                 raise ValueError(f"no slide files ({', '.join(suffixes)}) in folder {p}")
             jobs += [SlideJob(os.path.abspath(f), f.stem) for f in files]
