@@ -42,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--stain-policy", choices=["passthrough", "flag", "raise"], default="passthrough",
                    help="what happens to images that cannot be normalized; passthrough keeps them raw and "
                    "counts them in the result (never dropped)")
+    p.add_argument("--stain-backend", choices=["auto", "torch", "numba"], default="auto",
+                   help="Macenko implementation: auto = numba kernels on CPU (fast once compiled; the first call "
+                   "JIT-compiles for ~20 s), torch on GPU; torch = no compile step (small runs, tests)")
     p.add_argument("--no-resize", action="store_true",
                    help="skip Resize(256)->CenterCrop(224) (only for encoders built for small tiles)")
     p.add_argument("--batch-size", type=int, default=64, help="extraction batch size")
@@ -100,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         from ..stain.target import StainTarget
 
         target = StainTarget.load(args.stain_target) if args.stain_target else None
-        normalizer = MacenkoNormalizer(target, policy=args.stain_policy)
+        normalizer = MacenkoNormalizer(target, policy=args.stain_policy, backend=args.stain_backend)
     model = args.model_name or args.encoder
     tag = sha256_json({"encoder": encoder.identity(), "norm": bool(normalizer), "target": args.stain_target,
                        "resize": not args.no_resize})[:12]

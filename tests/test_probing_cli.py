@@ -1,0 +1,42 @@
+"""End to end: `probe` (real encoder, real extraction + cache, real probe) then `table`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from exaonepath_lab.cli import main
+
+from fixtures_downstream import make_pcam
+
+
+def test_probe_then_table(tmp_path: Path, capsys) -> None:
+    root = tmp_path / "pcam"
+    make_pcam(root, n={"train": 24, "valid": 8, "test": 8})
+    out = tmp_path / "runs"
+    argv = ["probe", "--encoder", "random:vit_tiny_patch16_224", "--encoder-kw", "img_size=96", "--no-resize",
+            "--dataset", "pcam", "--root", str(root), "--out", str(out), "--iterations", "200", "--eval-every", "50",
+            "--seeds", "0", "1", "--knn", "--normalize", "--stain-backend", "torch", "--model-name", "tiny", "--wsis", "10", "--threads", "1",
+            "--quiet"]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert "(computed)" in first
+    res = json.loads((out / "tiny__pcam__linear.json").read_text())
+    assert res["kind"] == "exaonepath-lab/probe-result" and res["n"] == {"train": 24, "val": 8, "test": 8}
+    assert res["protocol"]["iterations"] == 200 and res["protocol"]["lr"] == 0.1 and res["protocol"]["batch_size"] == 128
+    assert len(res["test"]["top1"]["values"]) == 2 and 0.0 <= res["test"]["top1"]["mean"] <= 1.0
+    assert res["classes"] == ["no_tumor", "tumor"]
+    # every item is accounted for in the stain-normalization counts, failures included
+    assert {s: sum(c.values()) for s, c in res["normalization"].items()} == {"train": 24, "val": 8, "test": 8}
+    assert res["normalizer"] is not None and res["model_info"]["params"] > 1e6
+    assert (out / "tiny__pcam__knn.json").is_file() and (out / "probe_config.json").is_file()
+    # rerun: the feature cache is reused, not recomputed
+    assert main(argv) == 0
+    assert "(reused)" in capsys.readouterr().out
+
+    tab = tmp_path / "table"
+    assert main(["table", "--results", str(out), "--out", str(tab)]) == 0
+    md = (tab / "table1.md").read_text()
+    row = [l for l in md.splitlines() if l.startswith("| tiny |")][0]
+    assert row.startswith("| tiny | 10 | - | 5.5M | ") and row.endswith("| - | - | - | - | - | - |")
+    for f in ("table1.html", "table1.csv", "figure1.html", "figure1.png", "plotly.min.js"):
+        assert (tab / f).is_file(), f
