@@ -109,13 +109,12 @@ class PretrainCollate:
         if self._normalizer is None:
             from ..stain import MacenkoNormalizer
 
-            target = self.stain_target
-            if target is not None and hasattr(MacenkoNormalizer, "load"):
-                self._normalizer = MacenkoNormalizer.load(target)
-                if hasattr(self._normalizer, "policy"):
-                    self._normalizer.policy = self.stain_policy
-            else:
-                self._normalizer = MacenkoNormalizer(target=target, policy=self.stain_policy)
+            target = None
+            if self.stain_target is not None:
+                from ..stain.target import StainTarget
+
+                target = StainTarget.load(self.stain_target)  # a target fitted with the stain tools
+            self._normalizer = MacenkoNormalizer(target=target, policy=self.stain_policy)
         return self._normalizer
 
     def normalize_images(self, images: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[str]]:
@@ -158,3 +157,27 @@ class PretrainCollate:
             "index": torch.tensor([int(it["index"]) for it in items], dtype=torch.int64),
             "stain_status": status,
         }
+
+
+class ArrayDataset(Dataset):
+    """Item-protocol dataset over images already in memory: ``(N, H, W, 3)`` uint8 plus a ``meta`` table.
+
+    Used to cache a small cohort's patches once (demo, tests, benchmarks) so that
+    every epoch does not re-read the slides.
+    """
+
+    def __init__(self, images: np.ndarray, meta: Any | None = None) -> None:
+        import pandas as pd
+
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"expected uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+        self.images = images
+        self.meta = meta.reset_index(drop=True) if meta is not None else pd.DataFrame({"label": [-1] * len(images)})
+        if len(self.meta) != len(images):
+            raise ValueError(f"meta has {len(self.meta)} rows for {len(images)} images")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"image": self.images[int(i)], "index": int(i)}

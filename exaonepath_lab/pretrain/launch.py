@@ -165,13 +165,21 @@ def split_batch(
 
 
 def _preset_config(preset: str, overrides: Sequence[str]) -> Any:
-    """The preset's ``PretrainConfig`` with ``overrides`` applied (validates both early)."""
-    from . import presets
+    """The preset's ``PretrainConfig`` with ``key=value`` overrides (JSON values, else strings).
 
-    cfg = presets.get_preset(preset)
-    if overrides:
-        cfg = presets.apply_overrides(cfg, list(overrides))
-    return cfg
+    Run here, before anything is submitted, so that a typo in a key or value fails in
+    seconds rather than after hours in a queue.
+    """
+    from .presets import get_preset
+
+    kw: dict[str, Any] = {}
+    for o in overrides:
+        key, _, raw = o.partition("=")
+        try:
+            kw[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            kw[key.strip()] = raw
+    return get_preset(preset, **kw)
 
 
 # --------------------------------------------------------------------------- rendering
