@@ -142,3 +142,20 @@ def test_figure3_histogram_weights_patches_by_exact_mpp(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     with pytest.raises(FileNotFoundError, match="manifest"):
         figure3_plotly(tmp_path / "nowhere")
+
+
+def test_strip_thumbnail_matches_whole_image_resize(monkeypatch):
+    import cv2
+
+    from exaonepath_lab.slides.wsi import open_slide
+    from exaonepath_lab.tiling import read_at_mpp, thumbnail
+
+    cmu = REAL / "wsi" / "cmu-1-small-region.svs"
+    with open_slide(cmu) as s:
+        full = s.read_region((0, 0), 0, s.dimensions)
+        monkeypatch.setattr(thumbnail, "STRIP_PIXELS", 1 << 16)  # force ~100 strips
+        th, (sx, sy) = read_at_mpp(s, 4.0)
+    ref = cv2.resize(full, (th.shape[1], th.shape[0]), interpolation=cv2.INTER_AREA)
+    assert th.shape[:2] == (round(2967 * 0.499 / 4), round(2220 * 0.499 / 4))
+    assert sx == pytest.approx(th.shape[1] / 2220) and sy == pytest.approx(th.shape[0] / 2967)
+    assert np.abs(th.astype(int) - ref).mean() < 2.0

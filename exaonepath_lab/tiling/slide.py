@@ -94,6 +94,8 @@ def tile_slide(
     remove_stale_parts(h5_path.parent, sid, ".h5")
     remove_stale_parts(out / "masks", sid, ".png")
     with open_slide(path, mpp_override=override, allow_plain_images=config.allow_plain_images) as slide:
+        if mpp is not None:
+            slide.mpp_source = "manifest mpp column"
         W, H = slide.dimensions
         thumb, scale = read_at_mpp(slide, config.seg_mpp)
         thumb_mpp = slide.mpp * W / thumb.shape[1]  # exact µm/px of the thumbnail after rounding
