@@ -8,7 +8,8 @@ Layout of ``patches/<slide_id>.h5``:
 - attributes (on the file *and* on ``coords``, where CLAM/TRIDENT read them):
   ``patch_size`` (level-0 px), ``patch_level`` (0), ``downsample``, ``level_dim``,
   ``slide_mpp``, ``mpp_source``, ``target_mpp``, ``target_px``, ``slide_path``,
-  ``slide_id``, ``width``, ``height``, ``name``, ``config_sha256``.
+  ``slide_id``, ``width``, ``height``, ``name``, ``config_sha256``, and TRIDENT's
+  ``patch_size_level0``, ``overlap``, ``level0_magnification``, ``target_magnification``.
 
 The file is written under a temporary name and renamed, so a killed job leaves
 either nothing or a complete file; :func:`read_patch_h5` still checks every part,
@@ -49,9 +50,16 @@ def write_patch_h5(
                          f"labels {labels.shape} disagree")
     all_attrs = {
         **attrs,
+        # CLAM's names
         "downsample": np.array([1.0, 1.0]),
         "level_dim": np.array([attrs["width"], attrs["height"]], np.int64),
         "name": str(attrs["slide_id"]),
+        # TRIDENT's names; magnifications are the usual 10 / MPP, informational only
+        # (the exact MPP is ``slide_mpp``)
+        "patch_size_level0": int(attrs["patch_size"]),
+        "overlap": 0,
+        "level0_magnification": int(round(10.0 / float(attrs["slide_mpp"]))),
+        "target_magnification": int(round(10.0 / float(attrs["target_mpp"]))),
     }
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
