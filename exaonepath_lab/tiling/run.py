@@ -240,13 +240,18 @@ def _run_pool(todo: list[SlideJob], out: Path, config: TileConfig, workers: int,
     crashed: list[SlideJob] = []
     with cf.ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as ex:
         futs = {ex.submit(_tile_or_fail, j, str(out), config): j for j in todo}
-        for fut in cf.as_completed(futs):
-            j = futs[fut]
-            try:
-                rows[j.slide_id] = fut.result()
-                bar.update(1)
-            except BrokenProcessPool:
-                crashed.append(j)
+        try:
+            for fut in cf.as_completed(futs):
+                j = futs[fut]
+                try:
+                    rows[j.slide_id] = fut.result()
+                    bar.update(1)
+                except BrokenProcessPool:
+                    crashed.append(j)
+        except KeyboardInterrupt:
+            # stop queued slides now; finished ones are on disk and a rerun skips them
+            ex.shutdown(wait=False, cancel_futures=True)
+            raise
     for j in crashed:  # one at a time, each in a fresh process
         with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as ex:
             try:
