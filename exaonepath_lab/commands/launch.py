@@ -63,11 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--job-name", default="exaonepath-dino", help="SLURM job name")
     p.add_argument("--port", type=int, default=29500,
                    help="rendezvous port on the first node (default 29500, torchrun's)")
-    p.add_argument("--python", default="python",
-                   help="Python interpreter on the compute nodes, after --setup (default: python on PATH)")
     p.add_argument("--setup", action="append", default=[], metavar="SHELL_LINE",
                    help="shell line run on the nodes before training, e.g. 'source ~/venv/bin/activate' "
-                   "(repeatable)")
+                   "so that torchrun and the kit are on PATH (repeatable)")
     p.add_argument("--launch-dir", default=None,
                    help="folder for the rendered job and SLURM logs (default: <out>/launch)")
     p.set_defaults(func=run)
@@ -82,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         batch_per_gpu=args.batch_per_gpu, cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb,
         partition=args.partition, account=args.account, qos=args.qos, constraint=args.constraint,
         time_min=parse_slurm_time(args.time), signal_delay_s=args.signal_delay, max_requeues=args.max_requeues,
-        job_name=args.job_name, rdzv_port=args.port, python=args.python, setup=tuple(args.setup),
+        job_name=args.job_name, rdzv_port=args.port, setup=tuple(args.setup),
         launch_dir=args.launch_dir,
     )
     plan = plan_launch(cfg)

@@ -81,7 +81,6 @@ class LaunchConfig(JobConfig):
     max_requeues: int = 20  # time-outs before giving up (paper scale ≈ 6 days of 48 h slots)
     job_name: str = "exaonepath-dino"
     rdzv_port: int = 29500  # torchrun's conventional rendezvous port on the first node
-    python: str = "python"  # interpreter on the compute nodes (after ``setup``)
     setup: tuple[str, ...] = ()  # shell lines run before training, e.g. "source .venv/bin/activate"
     launch_dir: str | None = None  # where renderings and SLURM logs go; None = ``<out>/launch``
 
@@ -314,9 +313,9 @@ def render_sbatch(config: LaunchConfig, train_argv: Sequence[str], *, batch_per_
         "}",
         "trap on_preempt USR1",
         "",
-        f"srun --kill-on-bad-exit=1 {config.python} -m torch.distributed.run "
+        "srun --kill-on-bad-exit=1 torchrun "
         + " ".join(a if a.startswith("$") else shlex.quote(a) for a in torchrun_args(config, standalone=False))
-        + f" -m exaonepath_lab.cli {_q(train)} $RESUME &",
+        + f" -m exaonepath_lab.cli {_q(train)} --no-progress $RESUME &",
         "SRUN_PID=$!",
         "# `wait` returns early when the trap fires; keep waiting until the step has exited.",
         'wait "$SRUN_PID"; STATUS=$?',
@@ -329,8 +328,6 @@ def render_sbatch(config: LaunchConfig, train_argv: Sequence[str], *, batch_per_
         'exit "$STATUS"',
         "",
     ]
-    # torchrun is run as `python -m torch.distributed.run` (the same program) so that the
-    # interpreter chosen in `setup`/`python` is used; the docs and CLI call it torchrun.
     return "\n".join(lines)
 
 
@@ -402,7 +399,7 @@ def render_launch(config: LaunchConfig, folder: str | os.PathLike | None = None)
             "parameters": plan.submitit,
             "max_num_timeout": config.max_requeues,
             "function": f"{DinoTrainJob.__module__}.{DinoTrainJob.__qualname__}",
-            "command": ["exaonepath-lab", *plan.train_argv],
+            "command": ["exaonepath-lab", *plan.train_argv, "--no-progress"],
             "world_size": config.world_size,
             "batch_per_gpu": plan.batch_per_gpu,
             "global_batch": plan.global_batch,
@@ -429,7 +426,7 @@ class DinoTrainJob(_Checkpointable):
 
         # Same environment torchrun gives its workers; each task sees all the node's GPUs
         # and picks cuda:LOCAL_RANK, as under torchrun.
-        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
         from ..cli import main
 
         # submitit's pre-emption handler (checkpoint() + requeue). The trainer replaces it
@@ -495,7 +492,7 @@ def submit(config: LaunchConfig, *, cluster: str | None = None) -> str:
                "-m", "exaonepath_lab.cli", *plan.train_argv]
         return f"exit {subprocess.call(cmd)}"
     executor = make_executor(config, cluster=cluster)
-    job = executor.submit(DinoTrainJob(plan.train_argv))
+    job = executor.submit(DinoTrainJob([*plan.train_argv, "--no-progress"]))
     return str(job.job_id)
 
 
@@ -516,8 +513,18 @@ def make_executor(config: LaunchConfig, *, cluster: str | None = None) -> Any:
     folder = (config.folder / "submitit" / "%j").absolute()
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster or "slurm", slurm_max_num_timeout=config.max_requeues)
     params = submitit_parameters(config)
-    if executor.cluster != "slurm":
+    if executor.cluster != "slurm":  # local/debug executors, for trying a launch on one machine
         params = {k: v for k, v in params.items() if not k.startswith("slurm_")}
         params["nodes"] = 1
+        if not torch_cuda_available():
+            params["gpus_per_node"] = 0
+        # The local executor's time-out warning must be the signal the trainer checkpoints on.
+        os.environ.setdefault("SUBMITIT_PREEMPT_SIGNAL", PREEMPT_SIGNAL)
     executor.update_parameters(**params)
     return executor
+
+
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
