@@ -162,7 +162,10 @@ def _done_row(job: SlideJob, out: Path, config_hash: str) -> dict[str, Any] | No
         return None  # truncated / foreign: redo it
     at = a["attrs"]
     if at.get("config_sha256") != config_hash or (job.mpp is not None and abs(at["slide_mpp"] - job.mpp) > 1e-9):
-        return None
+        return None  # other settings or another MPP: the old coordinates would be wrong
+    if at.get("slide_path") != str(Path(job.path).resolve()):
+        return None  # same id, different file
+
     return {"slide_id": job.slide_id, "path": job.path, "mpp": at["slide_mpp"], "width": at["width"],
             "height": at["height"], "n_patches": int(len(a["coords"])), "patch_size": at["patch_size"],
             "status": "skipped_done", "error": "", "h5_path": str(h5), "mpp_source": at.get("mpp_source", ""),
