@@ -64,8 +64,8 @@ class NucleusPopulation:
 
 
 NUCLEI: tuple[NucleusPopulation, ...] = (
-    NucleusPopulation("tumor", (R_TUMOR,), 10.5, (4.2, 7.5), (0.55, 0.95), (0.9, 1.35), vesicular=True),
-    NucleusPopulation("lymphocyte", (R_LYMPH,), 7.2, (2.6, 3.6), (0.82, 1.0), (1.35, 1.8)),
+    NucleusPopulation("tumor", (R_TUMOR,), 11.5, (5.0, 8.0), (0.6, 0.95), (0.9, 1.35), vesicular=True),
+    NucleusPopulation("lymphocyte", (R_LYMPH,), 7.0, (2.5, 3.3), (0.82, 1.0), (1.35, 1.8)),
     NucleusPopulation("til", (R_STROMA, R_TUMOR_STROMA, R_TUMOR), 40.0, (2.6, 3.4), (0.82, 1.0), (1.3, 1.7)),
     NucleusPopulation("fibroblast", (R_STROMA, R_TUMOR_STROMA), 24.0, (5.0, 9.0), (0.16, 0.3), (0.95, 1.35), aligned=True),
     NucleusPopulation("debris", (R_NECROSIS,), 7.0, (0.5, 2.2), (0.35, 1.0), (0.6, 1.6)),

@@ -231,11 +231,11 @@ def make_cohort(
     from tqdm.auto import tqdm
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     specs = list(specs) if specs is not None else sample_cohort_specs(n_slides, seed, **spec_kwargs)
     ids = [s.slide_id for s in specs]
     if len(set(ids)) != len(ids):
         raise ValueError(f"slide ids must be unique, got duplicates in {ids}")
+    out.mkdir(parents=True, exist_ok=True)
     workers = int(workers or min(2, os.cpu_count() or 1))
     todo = [(s.to_dict(), str(out), overwrite) for s in specs]
     rows: list[dict[str, Any]] = []
