@@ -12,9 +12,17 @@ from __future__ import annotations
 from .collapse import collapse_metrics, format_metrics, knn, metrics_wide
 from .colour_features import colour_features, colour_features_dataset
 from .embeddings import Embedding, embed
+from .figure2 import Figure2, figure2, thumbnail_uri
+from .pipeline import CollapseReport, SubsetDataset, collapse_report
 from .sampling import sample_patches
 
 __all__ = [
+    "CollapseReport",
+    "Figure2",
+    "SubsetDataset",
+    "collapse_report",
+    "figure2",
+    "thumbnail_uri",
     "Embedding",
     "collapse_metrics",
     "colour_features",

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from .checkpoint import CheckpointMismatchError, LoadReport, hf_vit_to_timm, load_strict, load_weights_file, read_weight_file
-from .registry import ENCODERS, Encoder, EncoderSpec, create_encoder, encoder_spec, list_encoders
+from .registry import ENCODERS, Encoder, EncoderSpec, create_encoder, encoder_spec, list_encoders, random_like
 
 __all__ = [
     "ENCODERS",
@@ -19,6 +19,7 @@ __all__ = [
     "encoder_spec",
     "hf_vit_to_timm",
     "list_encoders",
+    "random_like",
     "load_strict",
     "load_weights_file",
     "read_weight_file",

@@ -236,7 +236,10 @@ def _create_kit(name: str, checkpoint: str | None, device: Any, kw: dict[str, An
     arch = ckpt.get("model") or {}
     if "timm_name" not in arch or "teacher_backbone" not in ckpt:
         raise ValueError(f"{checkpoint}: kit checkpoint lacks model.timm_name or teacher_backbone; was it written by pretrain?")
-    spec = EncoderSpec(arch["timm_name"], dict(arch.get("timm_kwargs") or {}),
+    tkw = dict(arch.get("timm_kwargs") or {})
+    # Evaluate at the size the model was trained at, with the protocol's crop ratio 224/256.
+    size = int(tkw.get("img_size", 224))
+    spec = EncoderSpec(arch["timm_name"], tkw, input_size=size, resize_size=int(round(size * 256 / 224)),
                        description=f"our DINO teacher backbone from {checkpoint}")
     spec, over = _split_overrides(kw, spec)
     model = _build(spec, "cpu", over)
@@ -335,3 +338,17 @@ def create_encoder(
     if name in ENCODERS:
         return _create_preset(name, ckpt, device, kw)
     raise KeyError(f"unknown encoder {name!r}; known: {sorted(list_encoders())}")
+
+
+def random_like(encoder: Encoder, seed: int = 0) -> Encoder:
+    """A seeded random-init encoder with the same architecture and preprocessing as ``encoder``.
+
+    The reference row of the collapse metrics: what an untrained network of the same shape
+    does with the same input (clustering it shows comes from the input, not from training).
+    """
+    spec = dataclasses.replace(encoder.spec, key_mapper=None)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _build(spec, "cpu", {})
+    spec = dataclasses.replace(spec, description=f"random init (seed {seed}) of {spec.timm_name}")
+    return _finish(f"random-like:{encoder.name}", model, spec, encoder.device, None, f"random-seed-{seed}", None)

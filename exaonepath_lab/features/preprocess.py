@@ -126,13 +126,13 @@ def normalize_stain(normalizer: Any, images: list[np.ndarray]) -> tuple[list[np.
 def normalizer_identity(normalizer: Any) -> dict[str, Any] | None:
     """JSON-able identity of a stain normalizer for cache keys (class, policy, target hash).
 
-    Uses ``normalizer.identity()`` or ``.to_dict()`` when the normalizer offers one; otherwise
+    Uses ``normalizer.identity()``, ``.config()`` (MacenkoNormalizer) or ``.to_dict()`` when the normalizer offers one; otherwise
     the public numeric attributes of its ``target`` (stain matrix, max concentrations) and its
     scalar settings, so a different fitted target gives a different key.
     """
     if normalizer is None:
         return None
-    for meth in ("identity", "to_dict"):
+    for meth in ("identity", "config", "to_dict"):
         f = getattr(normalizer, meth, None)
         if callable(f):
             try:

@@ -1,0 +1,187 @@
+"""Figure 2: 2-D embeddings side by side, coloured by slide, metrics under each panel.
+
+The paper's panels: (a) model trained on raw patches, raw input; (b) the same model on
+Macenko-normalized input; (c) model trained on normalized patches, normalized input. Any
+number of panels works. Output is both interactive (plotly; hovering a point shows its
+patch thumbnail in the saved HTML) and static (matplotlib PNG, because plotly's PNG export
+needs a browser binary).
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..io import atomic_path
+from .collapse import collapse_metrics, format_metrics
+from .embeddings import embed
+
+#: Shows the hovered point's thumbnail (customdata[-1], a data: URI) beside the cursor.
+HOVER_THUMBNAIL_JS = """
+(function(){var gd=document.getElementById('{plot_id}');if(!gd)return;
+var img=document.createElement('img');img.style.cssText='position:fixed;pointer-events:none;display:none;'+
+'width:128px;height:128px;border:2px solid #333;image-rendering:pixelated;z-index:1000;background:#fff';
+document.body.appendChild(img);
+gd.on('plotly_hover',function(d){var p=d.points[0];var c=p.customdata;if(!c||!c[c.length-1])return;
+img.src=c[c.length-1];var e=d.event;img.style.left=(e.clientX+18)+'px';img.style.top=(e.clientY+18)+'px';
+img.style.display='block';});
+gd.on('plotly_unhover',function(){img.style.display='none';});})();
+"""
+
+
+@dataclasses.dataclass
+class Figure2:
+    """The figure in both forms plus what it was made from."""
+
+    plotly: Any  # plotly.graph_objects.Figure
+    matplotlib: Any  # matplotlib.figure.Figure
+    embeddings: dict[str, np.ndarray]
+    metrics: pd.DataFrame | None
+    params: dict[str, Any]
+
+    def save(self, out_dir: str | Path, stem: str = "figure2", include_plotlyjs: bool | str = True,
+             dpi: int = 150) -> dict[str, Path]:
+        """Write ``stem.html`` (with hover thumbnails) and ``stem.png`` atomically."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        # write_html (not to_html) so include_plotlyjs="directory" also writes plotly.min.js beside it.
+        with atomic_path(out / f"{stem}.html") as tmp:
+            self.plotly.write_html(str(tmp), include_plotlyjs=include_plotlyjs, full_html=True,
+                                   post_script=HOVER_THUMBNAIL_JS)
+        paths = {"html": out / f"{stem}.html"}
+        with atomic_path(out / f"{stem}.png") as tmp:
+            self.matplotlib.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
+        paths["png"] = out / f"{stem}.png"
+        return paths
+
+
+def thumbnail_uri(image: np.ndarray, size: int = 64) -> str:
+    """uint8 (H, W, 3) -> small PNG as a ``data:image/png;base64,...`` URI (hover previews)."""
+    from PIL import Image
+
+    im = Image.fromarray(np.asarray(image, dtype=np.uint8))
+    im.thumbnail((size, size))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def slide_colours(slides: Sequence[str]) -> dict[str, str]:
+    """Stable slide -> hex colour (tab10, then tab20, then hsv), same in every panel."""
+    import matplotlib
+
+    uniq = sorted(set(map(str, slides)))
+    cmap = matplotlib.colormaps["tab10" if len(uniq) <= 10 else "tab20" if len(uniq) <= 20 else "hsv"]
+    n = max(len(uniq), 1)
+    return {s: matplotlib.colors.to_hex(cmap(i if len(uniq) <= 20 else i / n)) for i, s in enumerate(uniq)}
+
+
+def figure2(
+    panels: Mapping[str, tuple[np.ndarray, pd.DataFrame]],
+    *,
+    metrics: pd.DataFrame | None = None,
+    compute_metrics: bool = True,
+    method: str = "tsne",
+    perplexity: float = 30.0,
+    seed: int = 0,
+    color_by: str = "slide_id",
+    thumbnails: Mapping[str, Sequence[str]] | Sequence[str] | None = None,
+    embeddings: Mapping[str, np.ndarray] | None = None,
+    n_boot: int = 200,
+    marker_size: float = 4.0,
+) -> Figure2:
+    """Embed each panel's features and draw the panels side by side.
+
+    Args:
+        panels: title -> (features (N, D), meta with ``slide_id`` [and ``label``/``class_name``]).
+        metrics: precomputed table (``collapse_metrics`` rows whose ``features`` equals the title);
+            if None and ``compute_metrics``, computed here.
+        color_by: ``slide_id`` (the paper) or a class column (``class_name``/``label``).
+        thumbnails: data-URIs per point (one list for all panels, or per title) shown on hover.
+        embeddings: precomputed (N, 2) coords per title (skips ``embed``).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    if not panels:
+        raise ValueError("figure2: no panels given")
+    titles = list(panels)
+    coords: dict[str, np.ndarray] = {}
+    tables = []
+    for t in titles:
+        feats, meta = panels[t]
+        if color_by not in meta.columns:
+            raise ValueError(f"figure2: panel {t!r} meta lacks {color_by!r} (columns: {list(meta.columns)})")
+        coords[t] = (np.asarray(embeddings[t]) if embeddings and t in embeddings
+                     else embed(feats, method=method, seed=seed, perplexity=perplexity).coords)
+        if metrics is None and compute_metrics:
+            tables.append(collapse_metrics(feats, meta, name=t, n_boot=n_boot, seed=seed))
+    if metrics is None and tables:
+        metrics = pd.concat(tables, ignore_index=True)
+
+    all_groups = sorted({str(v) for t in titles for v in panels[t][1][color_by]})
+    colours = slide_colours(all_groups)
+    captions = {t: (format_metrics(metrics, t) if metrics is not None else "") for t in titles}
+
+    fig = make_subplots(rows=1, cols=len(titles), subplot_titles=titles, horizontal_spacing=0.04)
+    for j, t in enumerate(titles, start=1):
+        meta = panels[t][1].reset_index(drop=True)
+        thumbs = thumbnails.get(t) if isinstance(thumbnails, Mapping) else thumbnails
+        groups = meta[color_by].astype(str).to_numpy()
+        for g in all_groups:
+            ix = np.flatnonzero(groups == g)
+            if not len(ix):
+                continue
+            custom = np.column_stack([
+                groups[ix],
+                meta["class_name"].astype(str).to_numpy()[ix] if "class_name" in meta else np.full(len(ix), ""),
+                meta["slide_id"].astype(str).to_numpy()[ix] if "slide_id" in meta else np.full(len(ix), ""),
+                np.asarray(thumbs, dtype=object)[ix] if thumbs is not None else np.full(len(ix), ""),
+            ])
+            fig.add_trace(go.Scattergl(
+                x=coords[t][ix, 0], y=coords[t][ix, 1], mode="markers", name=g, legendgroup=g,
+                showlegend=(j == 1), marker={"size": marker_size, "color": colours[g], "opacity": 0.8},
+                customdata=custom, hovertemplate=f"{color_by}: %{{customdata[0]}}<br>slide: %{{customdata[2]}}"
+                "<br>class: %{customdata[1]}<extra></extra>",
+            ), row=1, col=j)
+        fig.update_xaxes(showticklabels=False, title_text=captions[t].replace(" · ", "<br>"), title_font_size=10,
+                         row=1, col=j)
+        fig.update_yaxes(showticklabels=False, row=1, col=j)
+    fig.update_layout(height=480, width=max(420 * len(titles), 600), template="plotly_white",
+                      legend_title_text=color_by, margin={"b": 140},
+                      title_text=f"{method.upper()} of features coloured by {color_by}")
+
+    mfig, axes = plt.subplots(1, len(titles), figsize=(4.4 * len(titles), 5.0), squeeze=False)
+    for ax, t in zip(axes[0], titles):
+        groups = panels[t][1][color_by].astype(str).to_numpy()
+        for g in all_groups:
+            ix = groups == g
+            if ix.any():
+                ax.scatter(coords[t][ix, 0], coords[t][ix, 1], s=marker_size / 2, c=colours[g], label=g,
+                           alpha=0.8, linewidths=0, rasterized=True)
+        ax.set_title(t, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel(captions[t].replace(" · ", "\n"), fontsize=7)
+    if len(all_groups) <= 20:
+        axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, markerscale=4, title=color_by,
+                           frameon=False)
+    mfig.tight_layout()
+    params = {"method": method, "perplexity": perplexity, "seed": seed, "color_by": color_by, "panels": titles}
+    return Figure2(fig, mfig, coords, metrics, params)
+
+
+def collapse_report(*args: Any, **kwargs: Any) -> Any:
+    """Sampling -> extraction -> metrics -> embedding -> files; see :func:`exaonepath_lab.analysis.pipeline.collapse_report`."""
+    from .pipeline import collapse_report as _run
+
+    return _run(*args, **kwargs)
