@@ -155,3 +155,31 @@ def test_metrics_against_sklearn() -> None:
     keep = y != 3
     auc, used = macro_auroc(y[keep], s[keep])
     assert used == 3 and 0.5 < auc <= 1.0
+
+
+@pytest.mark.parametrize("wd", [0.0, 0.01])
+def test_equals_autograd_with_torch_optim_sgd(wd: float) -> None:
+    """The written-out update equals nn.Linear + CrossEntropyLoss + torch.optim.SGD (the library)."""
+    x, y = _gaussians(30, 10, 3, sep=1.0, seed=7)  # N=90, batch 32: partial batches and reshuffles
+    cfg = ProbeConfig(iterations=40, batch_size=32, weight_decay=wd, selection="last")
+    _, last, _ = train_linear_probe(x, y, n_classes=3, config=cfg, seed=11)
+
+    gen = torch.Generator().manual_seed(11)
+    layer = torch.nn.Linear(10, 3)
+    with torch.no_grad():
+        layer.weight.normal_(0.0, 0.01, generator=gen)
+        layer.bias.zero_()
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1, momentum=0.9, weight_decay=wd)
+    X, Y = torch.from_numpy(x), torch.from_numpy(y)
+    perm, pos = torch.randperm(90, generator=gen), 0
+    for _ in range(40):
+        if pos >= 90:
+            perm, pos = torch.randperm(90, generator=gen), 0
+        idx = perm[pos : pos + 32]
+        pos += 32
+        loss = torch.nn.functional.cross_entropy(layer(X[idx]), Y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    np.testing.assert_allclose(last.weight, layer.weight.detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(last.bias, layer.bias.detach().numpy(), atol=1e-5)

@@ -23,9 +23,10 @@ Pure functions on arrays: features (N, D) float32, labels (N,) int64 in ``[0, C)
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -110,13 +111,34 @@ def train_linear_probe(
     seed: int = 0,
     x_val: np.ndarray | None = None,
     y_val: np.ndarray | None = None,
+    threads: int | None = 1,
 ) -> tuple[LinearProbe, LinearProbe, list[dict[str, float]]]:
     """Train one probe; returns ``(selected, last, val_curve)``.
 
     ``x_train`` (N, D) float, ``y_train`` (N,) int. ``selected`` is the best-validation checkpoint
     when ``config.selection == "best_val"`` and a validation split is given, else the last iterate.
     ``val_curve`` lists ``{"iteration", "top1", "loss"}`` at each evaluation.
+    ``threads``: torch intra-op threads during training (restored afterwards). One by default:
+    a 128×D×C step is far too small to gain from threads, and on a loaded machine their
+    synchronization makes each step 10x slower. None keeps the caller's setting.
     """
+    with _threads(threads):
+        return _train(x_train, y_train, n_classes=n_classes, config=config, seed=seed, x_val=x_val, y_val=y_val)
+
+
+@contextlib.contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    old = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _train(x_train: np.ndarray, y_train: np.ndarray, *, n_classes: int, config: ProbeConfig, seed: int,
+           x_val: np.ndarray | None, y_val: np.ndarray | None) -> tuple[LinearProbe, LinearProbe, list[dict[str, float]]]:
     x_train = np.asarray(x_train, dtype=np.float32)
     y_train = np.asarray(y_train, dtype=np.int64)
     _check_xy(x_train, y_train, "train")
@@ -152,13 +174,11 @@ def train_linear_probe(
     else:  # torch's own kaiming-uniform init, made reproducible
         torch.manual_seed(int(seed))
         layer.reset_parameters()
-    opt = torch.optim.SGD(layer.parameters(), lr=config.lr, momentum=config.momentum,
-                          weight_decay=config.weight_decay)
+    W, b = layer.weight.detach(), layer.bias.detach()
     loss_fn = torch.nn.CrossEntropyLoss()
 
     def snapshot(it: int) -> LinearProbe:
-        return LinearProbe(layer.weight.detach().numpy().copy(), layer.bias.detach().numpy().copy(),
-                           config.feature_norm, mean, std, it)
+        return LinearProbe(W.numpy().copy(), b.numpy().copy(), config.feature_norm, mean, std, it)
 
     curve: list[dict[str, float]] = []
     best: LinearProbe | None = None
@@ -166,30 +186,51 @@ def train_linear_probe(
 
     def evaluate(it: int) -> None:
         nonlocal best, best_key
-        with torch.no_grad():
-            logits = layer(Xv)
-            loss = float(loss_fn(logits, Yv))
-            top1 = float((logits.argmax(1) == Yv).double().mean())
+        logits = torch.addmm(b, Xv, W.T)
+        loss = float(loss_fn(logits, Yv))
+        top1 = float((logits.argmax(1) == Yv).double().mean())
         curve.append({"iteration": it, "top1": top1, "loss": loss})
         key = (top1, -loss)
         if key > best_key:  # strict: ties keep the earlier checkpoint
             best, best_key = snapshot(it), key
 
+    # The update is torch.optim.SGD's (momentum buffer = g on the first step, then m*buf + g;
+    # weight decay added to g first; no dampening, no Nesterov) with the mean cross-entropy
+    # gradient written out: dL/dz = (softmax(z) - onehot(y)) / B. Writing it out instead of
+    # calling autograd + optimizer.step() makes an iteration ~1.6x faster on CPU, which is
+    # what keeps 12,500 iterations x several seeds cheap; a test checks it against autograd +
+    # torch.optim.SGD.
     n = len(Y)
+    buf_w = buf_b = None
+    rows = torch.arange(config.batch_size)
     perm = torch.randperm(n, generator=gen)
     pos = 0
-    for it in range(1, config.iterations + 1):
-        if pos >= n:  # new epoch: reshuffle
-            perm = torch.randperm(n, generator=gen)
-            pos = 0
-        idx = perm[pos : pos + config.batch_size]
-        pos += config.batch_size
-        loss = loss_fn(layer(X.index_select(0, idx)), Y.index_select(0, idx))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if has_val and (it % config.eval_every == 0 or it == config.iterations):
-            evaluate(it)
+    with torch.no_grad():
+        for it in range(1, config.iterations + 1):
+            if pos >= n:  # new epoch: reshuffle
+                perm = torch.randperm(n, generator=gen)
+                pos = 0
+            idx = perm[pos : pos + config.batch_size]
+            pos += config.batch_size
+            xb, yb = X.index_select(0, idx), Y.index_select(0, idx)
+            g = torch.softmax(torch.addmm(b, xb, W.T), dim=1)
+            g[rows[: len(yb)], yb] -= 1.0
+            g /= len(yb)
+            gw, gb = g.T @ xb, g.sum(0)
+            if config.weight_decay:
+                gw.add_(W, alpha=config.weight_decay)
+                gb.add_(b, alpha=config.weight_decay)
+            if config.momentum:
+                if buf_w is None:
+                    buf_w, buf_b = gw.clone(), gb.clone()
+                else:
+                    buf_w.mul_(config.momentum).add_(gw)
+                    buf_b.mul_(config.momentum).add_(gb)
+                gw, gb = buf_w, buf_b
+            W.add_(gw, alpha=-config.lr)
+            b.add_(gb, alpha=-config.lr)
+            if has_val and (it % config.eval_every == 0 or it == config.iterations):
+                evaluate(it)
     last = snapshot(config.iterations)
     if not np.isfinite(last.weight).all():
         raise RuntimeError(
