@@ -1,1 +1,47 @@
-"""stain."""
+"""Stain normalization: batched Macenko, Reinhard, stain augmentation, fitted targets, transforms.
+
+Macenko normalization before every view is the paper's whole intervention
+(PROTOCOL.md §2). Everything here works on uint8 batches, on CPU or GPU, with one
+explicit failure policy (:mod:`.policy`) instead of exceptions or silently dropped
+samples.
+
+- :class:`MacenkoNormalizer` – ``normalize`` / ``fit_stains`` + ``apply`` (fit once, apply cheaply)
+- :class:`StainTarget`, :func:`default_target` – what images are mapped to; JSON save/load
+- :class:`StainParams`, :class:`NormalizeResult` – per-image parameters and statuses
+- :class:`ReinhardNormalizer` – Lab mean/std matching, batched
+- :class:`MacenkoStainAugment` – random perturbation of stain concentrations/vectors
+- :class:`MacenkoTransform`, :func:`eval_transform` – drop-in torchvision transforms
+"""
+from __future__ import annotations
+
+from .augment import MacenkoStainAugment
+from .macenko import MacenkoNormalizer
+from .policy import (
+    POLICIES,
+    STATUSES,
+    StainNormalizationError,
+    StainNormalizationWarning,
+)
+from .reinhard import ReinhardNormalizer
+from .results import NormalizeResult, StainParams
+from .target import StainTarget, default_target
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, MacenkoTransform, eval_transform
+
+__all__ = [
+    "MacenkoNormalizer",
+    "StainTarget",
+    "StainParams",
+    "NormalizeResult",
+    "default_target",
+    "ReinhardNormalizer",
+    "MacenkoStainAugment",
+    "MacenkoTransform",
+    "EvalTransform",
+    "eval_transform",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "StainNormalizationError",
+    "StainNormalizationWarning",
+    "POLICIES",
+    "STATUSES",
+]
