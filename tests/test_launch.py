@@ -86,8 +86,8 @@ def test_torchrun_script_single_and_multi_node(tmp_path):
     from torch.distributed.run import get_args_parser
 
     one = plan_launch(_paper(tmp_path, nodes=1, gpus_per_node=8, global_batch=512)).torchrun
-    line = [ln for ln in one.splitlines() if ln.startswith("torchrun ")][0]
-    tr = get_args_parser().parse_args(shlex.split(line)[1:-1])  # drop "torchrun" and "$@"
+    line = [ln for ln in one.splitlines() if ln.startswith("exec torchrun ")][0]
+    tr = get_args_parser().parse_args(shlex.split(line)[2:-1])  # drop "exec torchrun" and "$@"
     assert tr.standalone and tr.nnodes == "1" and tr.nproc_per_node == "8"
     assert build_parser().parse_args(tr.training_script_args).overrides == ["batch_size=64"]
     multi = plan_launch(_paper(tmp_path, nodes=2, gpus_per_node=4)).torchrun

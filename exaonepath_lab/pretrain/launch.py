@@ -335,17 +335,20 @@ def render_torchrun(config: LaunchConfig, train_argv: Sequence[str], *, batch_pe
     """A shell script with the plain ``torchrun`` command (no SLURM).
 
     One node: ``--standalone``. Several nodes: run the script on every node with
-    ``NODE_RANK`` (0 … nodes−1) and ``MASTER_ADDR`` (node 0's address) set.
+    ``NODE_RANK`` (0 … nodes−1) and ``MASTER_ADDR`` (node 0's address) set. Extra
+    arguments go to ``train`` (e.g. ``--resume``). The script ``exec``s torchrun, so a
+    SIGUSR1/SIGTERM sent to it reaches torchrun, which forwards it to the workers:
+    they checkpoint and exit.
     """
     lines = ["#!/bin/bash", *_header(config, batch_per_gpu, global_batch, "torchrun"), "set -euo pipefail", *config.setup]
     if config.nodes == 1:
         launcher = ["torchrun", *torchrun_args(config, standalone=True)]
-        lines.append(f"{_q(launcher)} -m exaonepath_lab.cli {_q(train_argv)} \"$@\"")
+        lines.append(f"exec {_q(launcher)} -m exaonepath_lab.cli {_q(train_argv)} \"$@\"")
     else:
         lines += [
             f"# Run on each of the {config.nodes} nodes: NODE_RANK=<0..{config.nodes - 1}> MASTER_ADDR=<node 0> $0",
             ': "${NODE_RANK:?set NODE_RANK}" "${MASTER_ADDR:?set MASTER_ADDR to node 0}"',
-            f"torchrun --nnodes {config.nodes} --node_rank \"$NODE_RANK\" --nproc_per_node {config.gpus_per_node} "
+            f"exec torchrun --nnodes {config.nodes} --node_rank \"$NODE_RANK\" --nproc_per_node {config.gpus_per_node} "
             f"--signals-to-handle {TORCHRUN_SIGNALS} --rdzv_backend c10d "
             f"--rdzv_endpoint \"$MASTER_ADDR:{config.rdzv_port}\" -m exaonepath_lab.cli {_q(train_argv)} \"$@\"",
         ]
