@@ -154,8 +154,10 @@ def load_strict(
                      "or pass the architecture kwargs the weights were trained with.")
         raise CheckpointMismatchError("\n".join(lines))
     model.load_state_dict(dict(state_dict), strict=True)
-    for note in report.notes + ([f"stripped prefixes {report.stripped_prefixes}"] if report.stripped_prefixes else []):
-        warnings.warn(f"{source}: {note}", stacklevel=3)
+    # Unwrapping a container is routine (notes only); changing key names or ignoring keys is worth a warning.
+    if report.stripped_prefixes or report.ignored_keys:
+        warnings.warn(f"{source}: stripped prefixes {report.stripped_prefixes}; ignored {len(report.ignored_keys)} "
+                      f"keys {report.ignored_keys[:5]}{' ...' if len(report.ignored_keys) > 5 else ''}", stacklevel=3)
     return report
 
 

@@ -224,6 +224,9 @@ def _create_preset(name: str, checkpoint: str | None, device: Any, kw: dict[str,
             f"encoder {name!r} needs its weights: create_encoder({name!r}, checkpoint='/path/to/weights'). "
             f"The kit never downloads. For a random-init model of the same architecture use 'random:{name}'."
         )
+    if not Path(checkpoint).is_file():  # before building a possibly huge model
+        raise FileNotFoundError(f"checkpoint not found: {checkpoint}. Pass the path of a local weight file for "
+                                f"{name!r}; the kit never downloads weights.")
     model = _build(spec, device if torch.device(device).type == "meta" else "cpu", over)
     report = load_weights_file(model, checkpoint, key_mapper=spec.key_mapper)
     return _finish(name, model, spec, device, str(checkpoint), sha256_file(checkpoint), report)
