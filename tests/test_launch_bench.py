@@ -1,0 +1,47 @@
+"""The DINO benchmarks' own logic: the GPU script's exit without CUDA, its FLOP count and peak table."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+from bench_dino_gpu import peak_tflops, vit_forward_flops  # noqa: E402
+
+
+def test_gpu_bench_exits_clearly_without_cuda():
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no GPU, even on a GPU machine
+    res = subprocess.run([sys.executable, str(BENCH / "bench_dino_gpu.py")], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert res.returncode == 2
+    assert "needs a CUDA GPU" in res.stderr and "bench_dino.py" in res.stderr
+    assert res.stdout == ""  # no half-made JSON line for an aggregator to pick up
+
+
+@pytest.mark.parametrize("size", [64, 32])
+def test_analytic_vit_flops_match_flop_counter(size):
+    """The MFU numerator: our closed form against torch's FlopCounterMode on a real timm ViT."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from exaonepath_lab.models import build_backbone
+
+    vit = build_backbone("vit_tiny_patch16_224", img_size=64, patch_size=8, depth=2, dynamic_img_size=True).eval()
+    for blk in vit.blocks:  # explicit q@k and attn@v matmuls: counted on CPU, as fused kernels are on GPU
+        blk.attn.fused_attn = False
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        vit(torch.randn(2, 3, size, size))
+    assert counter.get_total_flops() / 2 == vit_forward_flops(size, 8, 192, 2)
+
+
+@pytest.mark.parametrize("name,peak", [
+    ("NVIDIA H200", 989.4), ("NVIDIA H100 80GB HBM3", 989.4), ("NVIDIA H100 PCIe", 756.0),
+    ("NVIDIA H100 NVL", 835.0), ("NVIDIA A100-SXM4-80GB", 312.0), ("NVIDIA GeForce GTX 1080", None)])
+def test_peak_table(name, peak):
+    assert peak_tflops(name) == peak
