@@ -22,7 +22,7 @@ def dataset_arrays(dataset: Any, *, label_key: str = "label") -> tuple[np.ndarra
     imgs = np.stack([np.asarray(dataset[i]["image"]) for i in range(len(dataset))])
     meta = dataset.meta
     labels = meta[label_key].to_numpy() if label_key in meta else np.full(len(meta), -1)
-    slides = meta["slide_id"].astype(str).to_numpy() if "slide_id" in meta else np.zeros(len(meta), str)
+    slides = meta["slide_id"].to_numpy(dtype=str) if "slide_id" in meta else np.zeros(len(meta), str)
     return imgs, labels.astype(int), slides
 
 

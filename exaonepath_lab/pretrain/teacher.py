@@ -16,14 +16,15 @@ def make_teacher(student: nn.Module, twin: nn.Module | None = None) -> nn.Module
 
     ``twin``: a freshly built module of the same architecture but without the
     student's stochastic depth (DINO builds its teacher without drop path); when
-    omitted, a deep copy of the student is used. The teacher is put in eval mode:
-    it never trains, and eval switches off any drop path it might carry.
+    omitted, a deep copy of the student is used. The teacher stays in train mode, as
+    in DINO: a batch-norm head (``use_bn_in_head``) then normalises with the batch's
+    own statistics; it has no stochastic layer since it is built without drop path.
     """
     teacher = twin if twin is not None else copy.deepcopy(student)
     teacher.load_state_dict(student.state_dict(), strict=True)
     for p in teacher.parameters():
         p.requires_grad_(False)
-    return teacher.eval()
+    return teacher.train()
 
 
 @torch.no_grad()

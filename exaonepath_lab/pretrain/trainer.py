@@ -62,6 +62,8 @@ class TrainResult:
     stain_counts: dict[str, int] = field(default_factory=dict)
     log_path: Path | None = None
     losses: list[float] = field(default_factory=list)  # losses of the iterations run in this call
+    student: nn.Module | None = field(default=None, repr=False)  # backbone + head, for notebooks and tests
+    teacher: nn.Module | None = field(default=None, repr=False)
 
 
 def build_models(cfg: PretrainConfig) -> tuple[MultiCropWrapper, MultiCropWrapper, dict[str, Any], Any]:
@@ -155,6 +157,9 @@ def train(
     device = D.resolve_device(cfg.device)
     if cfg.num_threads > 0 and device.type == "cpu":
         torch.set_num_threads(cfg.num_threads)
+    import torch.distributed as dist
+
+    owns_group = not (dist.is_available() and dist.is_initialized())
     info = D.init_distributed(device)
     out = Path(cfg.out_dir)
     if info.is_main:
@@ -358,11 +363,14 @@ def train(
         except ValueError:
             pass  # nothing logged yet (e.g. stop_at == resumed iteration)
     D.barrier()
+    if owns_group and info.distributed:
+        D.cleanup()  # a group train() created is train()'s to close
     return TrainResult(
         out_dir=out, status=status, iteration=it, total_iters=total_iters,
         checkpoint=ckpt_path if ckpt_path.is_file() else None,
         final={k: v for k, v in last_row.items() if isinstance(v, (int, float))},
         collapse_warnings=list(monitor.warnings), stain_counts=counts, log_path=log_path, losses=losses,
+        student=student, teacher=teacher,
     )
 
 
@@ -386,7 +394,7 @@ def _step(*, it: int, epoch: int, batch: dict[str, Any], cfg: PretrainConfig, de
         s_out = ddp_student(crops)
     loss = loss_fn(s_out, t_out, t_temp)
     stats = loss_fn.last_stats
-    row: dict[str, Any] = {"it": it, "epoch": epoch, "loss": float(loss), "lr": lr, "wd": wd, "momentum": m,
+    row: dict[str, Any] = {"it": it, "epoch": epoch, "loss": float(loss.detach()), "lr": lr, "wd": wd, "momentum": m,
                            "teacher_temp": t_temp, "teacher_entropy": stats.teacher_entropy,
                            "batch_entropy": stats.batch_entropy, "kl": stats.kl, "aug_s": t_aug}
     if not math.isfinite(row["loss"]):
