@@ -106,6 +106,10 @@ def test_batch_split_arithmetic_and_errors(tmp_path):
     assert plan_launch(_paper(tmp_path, nodes=4)).batch_per_gpu == 160
     with pytest.raises(ValueError, match=r"global batch 5120 does not split evenly over 24 GPUs"):
         plan_launch(_paper(tmp_path, nodes=3))
+    # `--set batch_size=N` is the per-GPU batch, as for `train`: the global batch follows.
+    assert plan_launch(_paper(tmp_path, overrides=("batch_size=32",))).global_batch == 2560
+    with pytest.raises(ValueError, match="batch per GPU 32 × 80 GPUs = 2560, not the global batch 5120"):
+        plan_launch(_paper(tmp_path, overrides=("batch_size=32",), global_batch=5120))
     # ... other presets keep their per-GPU batch.
     demo = plan_launch(LaunchConfig(preset="cpu-demo", data="d", out=str(tmp_path), nodes=1, gpus_per_node=2))
     assert (demo.batch_per_gpu, demo.global_batch) == (64, 128)

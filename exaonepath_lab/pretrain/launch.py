@@ -187,13 +187,16 @@ def plan_launch(config: LaunchConfig) -> LaunchPlan:
     if not config.data or not config.out:
         raise ValueError("launch needs the training data folder and an output folder (--data, --out)")
     pcfg = _preset_config(config.preset, config.overrides)
+    per_gpu = config.batch_per_gpu
+    if per_gpu is None and any(o.split("=", 1)[0].strip() == "batch_size" for o in config.overrides):
+        per_gpu = int(pcfg.batch_size)  # `--set batch_size=N` is the per-process batch, as in `train`
     target = config.global_batch
-    if target is None and config.batch_per_gpu is None and config.preset == "paper":
+    if target is None and per_gpu is None and config.preset == "paper":
         target = PAPER_GLOBAL_BATCH  # the recipe fixes the global batch, not the per-GPU one
     per, glob = split_batch(
         config.world_size,
         global_batch=target,
-        batch_per_gpu=config.batch_per_gpu,
+        batch_per_gpu=per_gpu,
         preset_batch_per_gpu=int(pcfg.batch_size),
     )
     # Absolute paths: jobs start in another working directory on other machines.
@@ -386,7 +389,12 @@ def render_launch(config: LaunchConfig, folder: str | os.PathLike | None = None)
     preset with the per-GPU batch), ``job.sbatch``, ``torchrun.sh``, ``submitit.json``
     (executor parameters and the command each task runs). Returns ``{name: path}``.
     """
-    plan = plan_launch(config)
+    return write_plan(plan_launch(config), folder)
+
+
+def write_plan(plan: LaunchPlan, folder: str | os.PathLike | None = None) -> dict[str, Path]:
+    """Write a resolved :class:`LaunchPlan` (see :func:`render_launch`); returns ``{name: path}``."""
+    config = plan.config
     folder = Path(folder) if folder is not None else config.folder
     pcfg = _preset_config(config.preset, [*config.overrides, f"batch_size={plan.batch_per_gpu}"])
     pcfg = pcfg.replace(data=str(Path(config.data).absolute()), out_dir=str(Path(config.out).absolute()),
@@ -472,8 +480,8 @@ def submit(config: LaunchConfig, *, cluster: str | None = None) -> str:
     torchrun run in the foreground. ``cluster`` forces submitit's executor (``"slurm"``,
     ``"local"`` or ``"debug"``; the last two run here, for testing).
     """
-    paths = render_launch(config)
     plan = plan_launch(config)
+    paths = write_plan(plan)
     if config.engine == "sbatch":
         if shutil.which("sbatch") is None:
             raise RuntimeError(
