@@ -284,3 +284,23 @@ def run_demo(config: DemoConfig = DemoConfig(), *, progress: bool = True) -> Pat
     if progress:
         print(f"[demo] report: {index}  (total {time.perf_counter() - t0:.0f} s this run)", flush=True)
     return index
+
+
+def demo_inputs(out_dir: str | Path = "outputs", *, smoke: bool = False, train: bool = True, seed: int = 0,
+                n_slides: int = 10, progress: bool = True) -> dict[str, str]:
+    """Paths of the demo's cohort, tiling and (``train``) raw/Macenko checkpoints, made only if missing.
+
+    Notebooks call this when their parameters point nowhere: after ``make demo`` it returns
+    ``outputs/``'s artifacts at once; otherwise it runs just the stages needed (resumable).
+    Returns ``{"cohort_dir", "tile_dir"[, "ckpt_raw", "ckpt_norm"]}``.
+    """
+    cfg = DemoConfig(out_dir=str(out_dir), smoke=smoke, seed=seed, n_slides=n_slides).resolved()
+    out = Path(cfg.out_dir).absolute()
+    st = Stages(out, progress=progress)
+    syn = st.run("synth", lambda: stage_synth(cfg, out))
+    tile = st.run("tile", lambda: stage_tile(cfg, out))
+    paths = {"cohort_dir": syn["cohort_dir"], "tile_dir": tile["tile_dir"]}
+    if train:
+        paths["ckpt_raw"] = st.run("train_raw", lambda: stage_train(cfg, out, tile["tile_dir"], False))["checkpoint"]
+        paths["ckpt_norm"] = st.run("train_macenko", lambda: stage_train(cfg, out, tile["tile_dir"], True))["checkpoint"]
+    return paths
