@@ -1,14 +1,16 @@
 """numba kernels behind :mod:`exaonepath_lab.stain.cpu_kernels` (imported lazily).
 
 Module-level functions so that numba's on-disk cache (``cache=True``) works: the
-first import compiles (~20–40 s on 2 cores), later processes load the machine code.
+first use compiles (several seconds), later processes load the machine code. The
+kernels are serial over a range of images and release the GIL (``nogil``); the
+caller runs one range per thread, which compiles much faster than ``prange``.
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 
 @njit(cache=True, nogil=True)
@@ -46,7 +48,7 @@ def _select(a, idx, lo, hi, k):
             return
     return
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _pseudo_angle(x, y):
     # Monotone increasing in atan2(y, x) on (−π, π]: the "diamond angle" in [−2, 2]:
     # d for x ≥ 0, ±2 − d for x < 0 (sign of y). Written without branches because the
@@ -88,19 +90,92 @@ def _transform(pinv, mc, tsm, tmc):
 
 @njit(cache=True, nogil=True)
 def _bounds(samp, m, k, n):
-    # Sorted sample samp[:m] of a set of n values: an interval [L, U] that holds the
-    # k-th smallest value with high probability (±3 binomial σ of the sample rank).
+    # samp[:m]: a sample of a set of n values (reordered in place). Returns an interval
+    # [L, U] that holds the set's k-th smallest value with high probability (±3 binomial σ
+    # of the sample rank); the caller falls back to a full selection when it does not.
     if m < 32:
         return -np.inf, np.inf
-    srt = np.sort(samp[:m])
     pq = (k + 0.5) / n
     r = pq * m
     d = 3.0 * math.sqrt(m * pq * (1.0 - pq)) + 2.0
     lo = int(math.floor(r - d))
     hi = int(math.ceil(r + d))
-    lo_v = srt[lo] if lo >= 0 else -np.inf
-    hi_v = srt[hi] if hi < m else np.inf
+    dummy = np.empty(m, np.int64)
+    lo_v = -np.inf
+    hi_v = np.inf
+    start = 0
+    if lo >= 0:
+        _select(samp, dummy, 0, m - 1, lo)
+        lo_v = samp[lo]
+        start = lo
+    if hi < m:
+        _select(samp, dummy, start, m - 1, hi)
+        hi_v = samp[hi]
     return lo_v, hi_v
+
+
+@njit(cache=True, nogil=True)
+def _eigh3(cov):
+    """Eigen-decomposition of a symmetric 3×3 matrix by cyclic Jacobi rotations.
+
+    Returns (w (3,) ascending, v (3, 3) eigenvectors in columns). Used instead of
+    np.linalg.eigh because numba compiles the LAPACK wrapper slowly; Jacobi is exact to
+    float64 rounding for 3×3.
+    """
+    a = np.empty((3, 3))
+    v = np.zeros((3, 3))
+    for i in range(3):
+        v[i, i] = 1.0
+        for j in range(3):
+            a[i, j] = cov[i, j]
+    for _ in range(64):
+        off = a[0, 1] * a[0, 1] + a[0, 2] * a[0, 2] + a[1, 2] * a[1, 2]
+        scale = a[0, 0] * a[0, 0] + a[1, 1] * a[1, 1] + a[2, 2] * a[2, 2]
+        if off <= 1e-32 * scale or off == 0.0:
+            break
+        for pq in range(3):
+            p = 0 if pq < 2 else 1
+            q = 1 if pq == 0 else 2
+            apq = a[p, q]
+            if apq == 0.0:
+                continue
+            theta = (a[q, q] - a[p, p]) / (2.0 * apq)
+            t = 1.0 / (abs(theta) + math.sqrt(theta * theta + 1.0))
+            if theta < 0.0:
+                t = -t
+            c = 1.0 / math.sqrt(t * t + 1.0)
+            sn = t * c
+            a[p, p] -= t * apq
+            a[q, q] += t * apq
+            a[p, q] = 0.0
+            a[q, p] = 0.0
+            r = 3 - p - q
+            arp = a[r, p]
+            arq = a[r, q]
+            a[r, p] = a[p, r] = c * arp - sn * arq
+            a[r, q] = a[q, r] = sn * arp + c * arq
+            for k in range(3):
+                vkp = v[k, p]
+                vkq = v[k, q]
+                v[k, p] = c * vkp - sn * vkq
+                v[k, q] = sn * vkp + c * vkq
+    # ascending order (3 elements: selection by hand, no generic sort to compile)
+    o0, o1, o2 = 0, 1, 2
+    if a[o1, o1] < a[o0, o0]:
+        o0, o1 = o1, o0
+    if a[o2, o2] < a[o1, o1]:
+        o1, o2 = o2, o1
+    if a[o1, o1] < a[o0, o0]:
+        o0, o1 = o1, o0
+    wo = np.empty(3)
+    vo = np.empty((3, 3))
+    for j in range(3):
+        oj = o0 if j == 0 else (o1 if j == 1 else o2)
+        wo[j] = a[oj, oj]
+        for k in range(3):
+            vo[k, j] = v[k, oj]
+    return wo, vo
+
 
 @njit(cache=True, nogil=True)
 def _pick(buf, bidx, cnt, below, k):
@@ -112,7 +187,7 @@ def _pick(buf, bidx, cnt, below, k):
     _select(buf, bidx, 0, cnt - 1, kk)
     return bidx[kk], buf[kk]
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _angle_key(pxi, p, od_lut, e):
     o0 = od_lut[pxi[p, 0]]
     o1 = od_lut[pxi[p, 1]]
@@ -226,11 +301,11 @@ def _conc_percentile(pxi, ctab, k):
     out[1] = v
     return out
 
-@njit(parallel=True, cache=True)
+@njit(cache=True, nogil=True)
 def fit_apply(px, od_lut, tmax, need, alpha, k99, sin2_min, min_eig, min_maxc, tsm, tmc, Io, do_apply,
-              out, sm_out, mc_out, code_out, ntis_out):
-    n_img, n_px, _ = px.shape
-    for i in prange(n_img):
+              out, sm_out, mc_out, code_out, ntis_out, i0, i1):
+    n_px = px.shape[1]
+    for i in range(i0, i1):
         pxi = px[i]
         # ---- pass 1: tissue mask and covariance sums ----
         n = 0
@@ -278,7 +353,7 @@ def fit_apply(px, od_lut, tmax, need, alpha, k99, sin2_min, min_eig, min_maxc, t
             cov[0, 1] = cov[1, 0] = (s01 - s0 * s1 / n) / (n - 1)
             cov[0, 2] = cov[2, 0] = (s02 - s0 * s2 / n) / (n - 1)
             cov[1, 2] = cov[2, 1] = (s12 - s1 * s2 / n) / (n - 1)
-            w, vecs = np.linalg.eigh(cov)
+            w, vecs = _eigh3(cov)
             if not (w[2] > min_eig):
                 code = 2
         if code == 0:
@@ -350,10 +425,9 @@ def fit_apply(px, od_lut, tmax, need, alpha, k99, sin2_min, min_eig, min_maxc, t
         if code != 0 and do_apply:
             out[i, :, :] = pxi
 
-@njit(parallel=True, cache=True)
-def apply(px, od_lut, sm, mc, ok, tsm, tmc, Io, out):
-    n_img = px.shape[0]
-    for i in prange(n_img):
+@njit(cache=True, nogil=True)
+def apply(px, od_lut, sm, mc, ok, tsm, tmc, Io, out, i0, i1):
+    for i in range(i0, i1):
         if not ok[i]:
             out[i, :, :] = px[i]
             continue

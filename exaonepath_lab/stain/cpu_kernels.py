@@ -3,7 +3,7 @@
 Eager torch needs ~25 full passes over an (N, H·W, 3) float tensor for one Macenko
 batch, plus full sorts/``kthvalue`` for the percentiles; on a 2-core machine that is
 no faster than torchstain's per-image loop. These kernels do the same computation in
-four fused passes per image (images in parallel with ``prange``):
+four fused passes per image (image ranges in parallel threads, GIL released):
 
 1. OD by a 256-entry lookup table (the exact float32 values torchstain computes),
    tissue test ``max(R, G, B) ≤ T`` (OD is decreasing in intensity, so "OD ≥ beta in
@@ -33,6 +33,27 @@ def kernels():  # pragma: no cover - exercised through MacenkoNormalizer
     from . import _numba_macenko as k
 
     return k.fit_apply, k.apply
+
+
+def run_parallel(kernel, n_images: int, *args) -> None:
+    """Call ``kernel(*args, i0, i1)`` on contiguous image ranges, one per thread.
+
+    Threads = ``torch.get_num_threads()`` (the kit's one knob for CPU parallelism); the
+    kernels release the GIL, so the ranges run truly in parallel.
+    """
+    import torch
+
+    n_threads = max(1, min(torch.get_num_threads(), n_images))
+    if n_threads == 1:
+        kernel(*args, 0, n_images)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    bounds = np.linspace(0, n_images, n_threads + 1).round().astype(int)
+    with ThreadPoolExecutor(n_threads) as pool:
+        futures = [pool.submit(kernel, *args, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+        for f in futures:
+            f.result()
 
 
 def available() -> bool:

@@ -188,9 +188,11 @@ class MacenkoNormalizer:
         code = np.zeros(n, np.int64)
         ntis = np.zeros(n, np.int64)
         sin2 = float(np.sin(np.radians(self.min_stain_angle_deg)) ** 2)
-        fit_apply(px, lut, cpu_kernels.tissue_max_intensity(lut, self.beta), need, self.alpha,
-                  cpu_kernels.rank99(p), sin2, MIN_EIGENVALUE, MIN_MAX_CONC, tsm, tmc, self.Io, do_apply,
-                  out, sm, mc, code, ntis)
+        cpu_kernels.run_parallel(
+            fit_apply, n, px, lut, cpu_kernels.tissue_max_intensity(lut, self.beta), need, self.alpha,
+            cpu_kernels.rank99(p), sin2, MIN_EIGENVALUE, MIN_MAX_CONC, tsm, tmc, self.Io, do_apply,
+            out, sm, mc, code, ntis,
+        )
         params = StainParams(sm, mc, [STATUSES[int(c)] for c in code], ntis, self.Io, self.alpha, self.beta)
         return (torch.from_numpy(out) if do_apply else None), params
 
@@ -199,8 +201,10 @@ class MacenkoNormalizer:
         px = np.ascontiguousarray(pixels.numpy())
         lut, tsm, tmc = self._numba_common()
         out = np.empty_like(px)
-        apply(px, lut, np.ascontiguousarray(params.stain_matrix), np.ascontiguousarray(params.max_conc),
-              params.ok, tsm, tmc, self.Io, out)
+        cpu_kernels.run_parallel(
+            apply, len(px), px, lut, np.ascontiguousarray(params.stain_matrix),
+            np.ascontiguousarray(params.max_conc), params.ok, tsm, tmc, self.Io, out,
+        )
         return torch.from_numpy(out)
 
     # ---- public API --------------------------------------------------------------------------
@@ -291,12 +295,12 @@ class MacenkoNormalizer:
         status: list[str] = [""] * len(images)
         parts: list[tuple[list[int], StainParams]] = []
         for idx in groups.values():
-            stack = torch.stack([torch.as_tensor(np.asarray(images[i])) for i in idx]) if not isinstance(
-                images[idx[0]], torch.Tensor
-            ) else torch.stack([images[i] for i in idx])
-            res = self.normalize(stack)
+            if isinstance(images[idx[0]], torch.Tensor):
+                res = self.normalize(torch.stack([images[i] for i in idx]))
+            else:
+                res = self.normalize(np.stack([np.asarray(images[i]) for i in idx]))
             for j, i in enumerate(idx):
-                out[i] = res.images[j] if isinstance(images[i], torch.Tensor) else res.images[j].cpu().numpy()
+                out[i] = res.images[j]
                 status[i] = res.status[j]
             parts.append((idx, res.params))
         order = np.argsort(np.concatenate([np.array(idx) for idx, _ in parts]))
