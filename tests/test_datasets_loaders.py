@@ -128,7 +128,7 @@ def test_pcam_lazy_hdf5(tmp_path: Path) -> None:
     assert m.slide_id.iloc[0].startswith("camelyon16_")
     item = ds[20]
     assert item["image"].shape == (96, 96, 3) and item["image"].dtype == np.uint8
-    np.testing.assert_array_equal(item["image"], tile(96, int(m.label[20]), 1000 * len("valid") + int(m.h5_index[20])))
+    np.testing.assert_array_equal(item["image"], tile(96, int(m.label[20]), 1000 * len("valid") + int(m.index_in_file[20])))
     import pickle
 
     clone = pickle.loads(pickle.dumps(ds))  # what a DataLoader worker receives: no open handle inside

@@ -111,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
     fs = extract_features(encoder, ds, normalizer=normalizer, batch_size=args.batch_size, num_workers=args.num_workers,
                           cache_path=cache, progress=progress, resize=not args.no_resize, crop=not args.no_resize)
     print(f"features: {fs.features.shape} ({fs.cache_status}) -> {cache}")
+    # A reused cache carries the meta of the run that wrote it; labels and splits must be today's
+    # (e.g. another --split-seed). Rows are the same items in the same order (the cache key hashes them).
+    fs.meta = ds.meta.reset_index(drop=True).copy()
     info = {"params": int(sum(p.numel() for p in encoder.model.parameters())), "wsis": args.wsis,
             "patches": args.patches, "encoder": args.encoder, "checkpoint": args.checkpoint}
     classes = list(getattr(ds, "classes", []) or []) or None

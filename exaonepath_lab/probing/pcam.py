@@ -73,7 +73,7 @@ def scan_pcam(root: Path) -> Scan:
             "label": y, "class_name": np.array(PCAM_CLASSES)[np.clip(y, 0, 1)],
             "partition": split, "patient": "", "slide_id": "",
         })
-        df["h5_index"] = np.arange(n["x"])
+        df["index_in_file"] = np.arange(n["x"])
         meta_csv = root / f"camelyonpatch_level_2_split_{part}_meta.csv"
         if meta_csv.is_file():
             m = pd.read_csv(meta_csv)
@@ -84,12 +84,12 @@ def scan_pcam(root: Path) -> Scan:
                                      f"{len(df)} images with a 'wsi' column; slide ids left empty")
         frames.append(df)
     if frames:
-        scan.items = pd.concat(frames, ignore_index=True)[COLUMNS + ["h5_index"]]
+        scan.items = pd.concat(frames, ignore_index=True)[COLUMNS + ["index_in_file"]]
     return scan
 
 
 class PCamDataset(ItemDataset):
-    """Items of the PCam HDF5 files; ``meta`` carries ``path`` (the x file) and ``h5_index``.
+    """Items of the PCam HDF5 files; ``meta`` carries ``path`` (the x file) and ``index_in_file``.
 
     Each process (DataLoader worker) opens its own read-only h5py handle on first use: h5py handles
     must not cross ``fork``.
@@ -115,4 +115,4 @@ class PCamDataset(ItemDataset):
         h = self._handles.get(path)
         if h is None:
             h = self._handles[path] = h5py.File(path, "r")
-        return np.asarray(h["x"][int(self.meta.at[i, "h5_index"])], dtype=np.uint8)
+        return np.asarray(h["x"][int(self.meta.at[i, "index_in_file"])], dtype=np.uint8)
