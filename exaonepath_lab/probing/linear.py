@@ -166,15 +166,15 @@ def _train(x_train: np.ndarray, y_train: np.ndarray, *, n_classes: int, config: 
     Yv = torch.from_numpy(y_val) if has_val else None
 
     d = X.shape[1]
-    layer = torch.nn.Linear(d, n_classes)
+    # Seeded without touching the caller's global RNG.
     if config.init == "dino":
-        with torch.no_grad():
-            layer.weight.normal_(0.0, 0.01, generator=gen)
-            layer.bias.zero_()
-    else:  # torch's own kaiming-uniform init, made reproducible
-        torch.manual_seed(int(seed))
-        layer.reset_parameters()
-    W, b = layer.weight.detach(), layer.bias.detach()
+        W = torch.empty(n_classes, d).normal_(0.0, 0.01, generator=gen)
+        b = torch.zeros(n_classes)
+    else:  # torch's own kaiming-uniform nn.Linear init
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            layer = torch.nn.Linear(d, n_classes)
+        W, b = layer.weight.detach().clone(), layer.bias.detach().clone()
     loss_fn = torch.nn.CrossEntropyLoss()
 
     def snapshot(it: int) -> LinearProbe:
