@@ -112,7 +112,8 @@ def load_or_create_split(
         with atomic_path(path) as tmp:
             out.to_csv(tmp, index=False)
     except PermissionError as e:
-        raise PermissionError(f"cannot save the split to {path} ({e}); pass split_dir= (CLI --split-dir) to a "
-                              "writable folder") from e
+        # ValueError: the CLI reports it as a one-line error with the fix, not a traceback.
+        raise ValueError(f"cannot save the split to {path} ({e}); pass split_dir= (CLI --split-dir) to a "
+                         "writable folder") from e
     write_json_atomic(path.with_suffix(".json"), {**rule, "n_train": int((~mask).sum()), "n_val": int(mask.sum())})
     return mask
