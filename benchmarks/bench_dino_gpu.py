@@ -64,13 +64,23 @@ def vit_forward_flops(img: int, patch: int, dim: int, depth: int, mlp_ratio: flo
 
 
 def analytic_flops_per_image(cfg) -> float:
-    """Student fwd+bwd (3 × fwd) on all crops + teacher fwd on the 2 global crops, heads included."""
-    dim, depth, patch = 768, 12, 16  # vit_base_patch16_224
+    """FLOPs one image costs a training step, in closed form.
+
+    Student: forward + backward (= 3 × forward) on all crops, less the patch embedding's
+    input gradient, which autograd never computes (the image needs no gradient); teacher:
+    forward on the 2 global crops; heads included. ViT sizes come from
+    ``cfg.timm_kwargs``, with ViT-B/16's as defaults (the paper preset).
+    """
+    kw = cfg.timm_kwargs
+    dim, depth, patch = kw.get("embed_dim", 768), kw.get("depth", 12), kw.get("patch_size", 16)
     head = 2 * (dim * cfg.head_hidden_dim + cfg.head_hidden_dim ** 2 + cfg.head_hidden_dim * cfg.head_bottleneck_dim
                 + cfg.head_bottleneck_dim * cfg.out_dim)
-    g = vit_forward_flops(cfg.global_crop_size, patch, dim, depth) + head
-    loc = vit_forward_flops(cfg.local_crop_size, patch, dim, depth) + head
-    student = 3 * (2 * g + cfg.n_local_crops * loc)
+
+    def crop(size: int) -> tuple[float, float]:  # (forward, patch-embedding forward)
+        return vit_forward_flops(size, patch, dim, depth) + head, 2 * (size // patch) ** 2 * 3 * patch * patch * dim
+
+    (g, g_emb), (loc, l_emb) = crop(cfg.global_crop_size), crop(cfg.local_crop_size)
+    student = 2 * (3 * g - g_emb) + cfg.n_local_crops * (3 * loc - l_emb)
     teacher = 2 * g
     return float(student + teacher)
 
@@ -86,10 +96,14 @@ def counted_flops_per_image(cfg, images, device) -> float:
     student, teacher, _, _ = build_models(cfg)
     student.to(device).train()
     teacher.to(device)
+    for model in (student, teacher):  # same FLOPs; explicit matmuls are counted on every device and torch
+        for m in model.modules():
+            if hasattr(m, "fused_attn"):
+                m.fused_attn = False
     loss_fn = DINOLoss(cfg.out_dim, n_crops=cfg.n_crops, student_temp=cfg.student_temp).to(device)
     crops = build_augment(cfg)(images.to(device), generator=torch.Generator().manual_seed(0))
     counter = FlopCounterMode(display=False)
-    with counter, torch.autocast("cuda", dtype=torch.bfloat16):
+    with counter, torch.autocast(device.type, dtype=torch.bfloat16):
         with torch.no_grad():
             t_out = teacher(crops[:2])
         s_out = student(crops)
@@ -140,13 +154,17 @@ def run_lightly(cfg, images, iters: int, device) -> float | None:
     params = list(s_bb.parameters()) + list(s_head.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     views = build_augment(cfg)(images.to(device), generator=torch.Generator().manual_seed(0))
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
     times = []
     for it in range(iters):
-        torch.cuda.synchronize()
+        sync()
         t0 = time.perf_counter()
         update_momentum(s_bb, t_bb, m=0.996)
         update_momentum(s_head, t_head, m=0.996)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
             t_out = [t_head(t_bb(v)) for v in views[:2]]
             s_out = [s_head(s_bb(v)) for v in views]
             loss = crit(t_out, s_out, teacher_temp=cfg.teacher_temp)
@@ -154,7 +172,7 @@ def run_lightly(cfg, images, iters: int, device) -> float | None:
         torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        torch.cuda.synchronize()
+        sync()
         times.append(time.perf_counter() - t0)
     measured = times[WARMUP:]
     return len(measured) * images.shape[0] / sum(measured)

@@ -45,3 +45,29 @@ def test_analytic_vit_flops_match_flop_counter(size):
     ("NVIDIA H100 NVL", 835.0), ("NVIDIA A100-SXM4-80GB", 312.0), ("NVIDIA GeForce GTX 1080", None)])
 def test_peak_table(name, peak):
     assert peak_tflops(name) == peak
+
+
+def test_gpu_bench_pieces_run_on_cpu_with_a_tiny_model():
+    """The GPU script's measuring code, exercised here so a GPU hour is not lost to a typo."""
+    import math
+
+    import bench_dino_gpu as B
+
+    from exaonepath_lab.pretrain.presets import get_preset
+
+    cfg = get_preset("paper", batch_size=2, n_local_crops=2, out_dim=64, head_hidden_dim=32, head_bottleneck_dim=16,
+                     timm_kwargs={"img_size": 32, "patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2},
+                     global_crop_size=32, local_crop_size=16, device="cpu", num_workers=0, num_threads=1,
+                     warmup_iters=2)
+    ds = B.SyntheticPatches(2 * (B.WARMUP + 3), size=64)
+    images = torch.stack([torch.from_numpy(ds[i]["image"]).permute(2, 0, 1) for i in range(2)])
+    # Counted FLOPs of a real training step equal the closed form exactly (MFU's numerator).
+    assert B.counted_flops_per_image(cfg, images, torch.device("cpu")) == B.analytic_flops_per_image(cfg)
+    ours = B.run_ours(cfg, ds, B.WARMUP + 2)
+    assert ours["img_per_s"] > 0 and math.isfinite(ours["final_loss"])
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert B.run_lightly(cfg, images, B.WARMUP + 2, torch.device("cpu")) > 0
+    finally:
+        torch.set_num_threads(threads)
