@@ -39,8 +39,8 @@
 # %% tags=["parameters"]
 out_dir = "../outputs/notebooks/01"  # figures + notebook_summary.json go here
 smoke = False  # tiny sizes (tests): fewer example patches
-cohort_dir = None  # folder of slides; None = the synthetic demo cohort (made if missing)
-tile_dir = None  # tiling output of cohort_dir; None = the demo tiling (made if missing)
+cohort_dir = None  # folder of slides; None: the synthetic demo cohort (made if missing)
+tile_dir = None  # tiling output of cohort_dir; None: the demo tiling (made if missing)
 real_he_dir = "../../shared/data/real_he"  # real H&E test slides; skipped when absent
 missing_mpp_override = 0.5  # µm/px given to the slide that has no MPP (an assumption, see section 4)
 
