@@ -21,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="training output folder (checkpoints, config.json, logs); must be on a shared "
                    "filesystem so that a requeued job finds its checkpoint")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a preset field, passed on to `train --set` (repeatable)")
+                   help="override a preset field, passed on to `train --set` (repeatable); checked here, "
+                   "before queueing. batch_size=N is the per-GPU batch, as in `train`")
     p.add_argument("--engine", choices=["submitit", "sbatch", "torchrun"], default="submitit",
                    help="submitit (default: Python-side requeue on pre-emption), sbatch (a plain script "
                    "for clusters without submitit) or torchrun (one machine, or per-node commands)")
@@ -68,6 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "so that torchrun and the kit are on PATH (repeatable)")
     p.add_argument("--launch-dir", default=None,
                    help="folder for the rendered job and SLURM logs (default: <out>/launch)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=run)
 
 

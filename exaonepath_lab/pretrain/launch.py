@@ -78,7 +78,7 @@ class LaunchConfig(JobConfig):
     constraint: str | None = None  # e.g. "a100" to pin the GPU type of the paper
     time_min: int = 48 * 60  # a common partition limit; requeues continue the run
     signal_delay_s: int = 120  # warning before the time limit: time to write a ViT-B checkpoint
-    max_requeues: int = 20  # time-outs before giving up (paper scale ≈ 6 days of 48 h slots)
+    max_requeues: int = 20  # time-outs survived; 557k iterations (paper) span several 48 h slots
     job_name: str = "exaonepath-dino"
     rdzv_port: int = 29500  # torchrun's conventional rendezvous port on the first node
     setup: tuple[str, ...] = ()  # shell lines run before training, e.g. "source .venv/bin/activate"
