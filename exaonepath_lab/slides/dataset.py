@@ -150,6 +150,11 @@ class PatchListDataset(SlidePatchDataset):
             m["class_name"] = [_class_name(int(l), class_names) for l in m["label"]]
         if "tissue_fraction" not in m:
             m["tissue_fraction"] = np.nan
+        m["label"] = pd.to_numeric(m["label"], errors="coerce").fillna(-1)
+        for c in ("x", "y", "patch_size"):
+            if m[c].isna().any():
+                bad = m.loc[m[c].isna(), "slide_id"].unique().tolist()
+                raise ValueError(f"column {c} has missing values (slides {bad}); every row needs slide_path, x, y, patch_size")
         for c in ("x", "y", "patch_size", "label"):
             m[c] = m[c].astype(np.int64)
         if (m["patch_size"] <= 0).any():
@@ -233,7 +238,10 @@ class TiledPatchDataset(SlidePatchDataset):
             if max_per_slide is not None and n > max_per_slide:
                 keep = np.sort(rng.choice(n, int(max_per_slide), replace=False))
             mpp = overrides.get(r.slide_id, float(attrs.get("slide_mpp", np.nan)))
+            # The manifest's path wins when the H5's recorded path no longer exists (cohort moved).
             slide_path = str(attrs.get("slide_path", r.path) or r.path)
+            if not Path(slide_path).exists() and Path(str(r.path)).exists():
+                slide_path = str(r.path)
             parts.append(pd.DataFrame({
                 "slide_id": r.slide_id,
                 "x": coords[keep, 0],
