@@ -1,0 +1,246 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 05 · Launching the paper's pretraining on a cluster
+#
+# EXAONEPath was pretrained (§4.2) with DINO on a ViT-B/16 for 10 epochs over 285 million patches,
+# on **10 nodes × 8 A100 = 80 GPUs**, global batch **5,120 = 64 per GPU**, peak lr 0.005 after a
+# warm-up of **1,000 iterations**, in bfloat16, with 8 local crops. The kit's `paper` preset encodes
+# that recipe; `exaonepath_lab.pretrain.launch` turns it into a job for the standard engines:
+#
+# - **submitit** (SLURM from Python): one task per GPU; on pre-emption or time-out the trainer
+#   writes a checkpoint and the job is requeued with `--resume`;
+# - **sbatch**: a generated script that runs `srun torchrun ...` on every node, forwards SLURM's
+#   warning signal to the workers (they checkpoint) and requeues itself;
+# - **torchrun**: a plain command for one machine (or for every node of a cluster without SLURM).
+#
+# Every engine runs the same command line as `exaonepath-lab train`, so a launched job behaves like
+# a local one. This notebook is a **dry run** by default: it renders the jobs into `out_dir` and shows
+# them. Set `submit = True` (on a SLURM login node, or a GPU machine for `torchrun`) to submit.
+
+# %% tags=["parameters"]
+out_dir = "../outputs/notebooks/05"  # rendered jobs, figures and notebook_summary.json go here
+smoke = False  # no effect on the renderings (they are instant); kept for the test harness
+tile_dir = None  # training data as seen from the compute nodes; None: the demo tiling (made if missing)
+train_out = None  # training output folder on the cluster; None: out_dir/run
+preset = "paper"  # pretraining preset (exaonepath-lab train --preset)
+engine = "sbatch"  # submitit | sbatch | torchrun: the engine `submit` uses
+nodes = 10  # paper: 10 machines
+gpus_per_node = 8  # paper: 8 A100 each
+partition = None  # SLURM partition; None: the cluster default
+account = None  # SLURM account; None: yours
+time_min = 2880  # minutes per job slot (48 h); time-outs checkpoint and requeue
+setup = ["source .venv/bin/activate"]  # shell lines each job runs first
+n_patches_paper = 285153903  # patches of the paper run (§4.1), for the arithmetic
+submit = False  # True: really submit with `engine` (SLURM login node, or a GPU machine for torchrun)
+
+# %%
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import plotly.io as pio
+from IPython.display import Code, Markdown, display
+from plotly.subplots import make_subplots
+import plotly.graph_objects as go
+
+from exaonepath_lab.io import atomic_path, write_json_atomic
+from exaonepath_lab.pretrain.launch import LaunchConfig, plan_launch, split_batch, submit as submit_job, write_plan
+from exaonepath_lab.pretrain.presets import get_preset
+from exaonepath_lab.pretrain.schedules import build_schedules
+
+pio.renderers.default = "plotly_mimetype+notebook"  # offline: plotly.js is embedded, never fetched
+out = Path(out_dir)
+out.mkdir(parents=True, exist_ok=True)
+summary: dict = {}
+
+if tile_dir is None:
+    from exaonepath_lab.demo import demo_inputs
+
+    tile_dir = demo_inputs("../outputs", smoke=smoke, train=False)["tile_dir"]
+train_out = train_out or str(out / "run")
+print("data:", tile_dir, "\nout: ", train_out)
+
+# %% [markdown]
+# ## 1. The recipe: the `paper` preset
+#
+# Where the paper is silent the preset follows DINO's ViT-B/16 defaults, and the open choices are
+# documented in `PretrainConfig`: the lr 0.005 is the **peak** lr after warm-up, used as is (DINO's
+# code would multiply by batch/256, which would give 0.1 at batch 5,120); the global crops are 224 px
+# (the paper's text says 256²); the warm-up counts iterations, not epochs.
+
+# %%
+pcfg = get_preset(preset)
+keys = ["timm_name", "batch_size", "epochs", "lr", "lr_scaling", "warmup_iters", "min_lr", "weight_decay",
+        "weight_decay_end", "momentum_teacher", "warmup_teacher_temp", "teacher_temp", "out_dim",
+        "n_local_crops", "global_crop_size", "local_crop_size", "precision", "normalize", "clip_grad"]
+recipe = pd.DataFrame({"value": [getattr(pcfg, k) for k in keys]}, index=keys)
+recipe.loc["peak lr at 80 GPUs"] = pcfg.peak_lr(80)
+display(recipe)
+summary["preset"] = {k: getattr(pcfg, k) for k in keys}
+
+# %% [markdown]
+# ## 2. Batch arithmetic
+#
+# The paper fixes the **global** batch: 64 images per GPU × 80 GPUs = 5,120. With another GPU count
+# the kit keeps 5,120 and divides it (an uneven split is an error that suggests GPU counts that
+# work); `--batch-per-gpu` instead scales the global batch with the GPUs. One epoch over the paper's
+# 285 M patches is then ~55,700 iterations, so the 1,000-iteration warm-up is under 2 % of the first
+# epoch — a warm-up written "per epoch" would have been 55 times longer.
+
+# %%
+per_gpu, global_batch = split_batch(nodes * gpus_per_node, global_batch=5120 if preset == "paper" else None,
+                                    batch_per_gpu=None, preset_batch_per_gpu=pcfg.batch_size)
+print(f"{nodes} nodes × {gpus_per_node} GPUs = {nodes * gpus_per_node} GPUs; {per_gpu} per GPU × "
+      f"{nodes * gpus_per_node} = global batch {global_batch}")
+if preset == "paper" and nodes * gpus_per_node == 80:
+    assert (per_gpu, global_batch) == (64, 5120)  # the paper's numbers
+
+rows = []
+for gpus in (8, 16, 32, 48, 64, 80, 128, 160):
+    try:
+        p, g = split_batch(gpus, global_batch=5120, batch_per_gpu=None, preset_batch_per_gpu=64)
+        rows.append({"GPUs": gpus, "per GPU": p, "global batch": g, "note": ""})
+    except ValueError as e:
+        rows.append({"GPUs": gpus, "per GPU": None, "global batch": 5120, "note": str(e).split(";")[0]})
+display(pd.DataFrame(rows))
+
+iters_per_epoch = n_patches_paper // global_batch  # full global batches per epoch (the tail waits)
+total_iters = pcfg.epochs * iters_per_epoch
+arith = {"gpus": nodes * gpus_per_node, "batch_per_gpu": per_gpu, "global_batch": global_batch,
+         "patches": n_patches_paper, "iters_per_epoch": iters_per_epoch, "epochs": pcfg.epochs,
+         "total_iters": total_iters, "warmup_iters": pcfg.warmup_iters,
+         "warmup_share_of_run": pcfg.warmup_iters / total_iters}
+display(pd.Series(arith, name="paper run", dtype=object).to_frame())
+summary["batch_arithmetic"] = arith
+
+# %% [markdown]
+# ### The schedules of that run
+#
+# Precomputed per iteration, as DINO does (`exaonepath_lab.pretrain.schedules`): the lr warms up
+# linearly over 1,000 iterations and decays on a cosine; weight decay rises 0.04 → 0.4; the teacher's
+# EMA momentum rises 0.996 → 1; the teacher temperature warms 0.04 → 0.07 over DINO's 30 "epochs",
+# which this 10-epoch run never finishes (the trainer uses the same rule).
+
+# %%
+sched = build_schedules(total_iters=total_iters, peak_lr=pcfg.peak_lr(nodes * gpus_per_node), min_lr=pcfg.min_lr,
+                        warmup_iters=pcfg.warmup_iters, weight_decay=pcfg.weight_decay,
+                        weight_decay_end=pcfg.weight_decay_end, momentum=pcfg.momentum_teacher,
+                        momentum_end=pcfg.momentum_teacher_end, warmup_teacher_temp=pcfg.warmup_teacher_temp,
+                        teacher_temp=pcfg.teacher_temp,
+                        warmup_teacher_temp_iters=pcfg.warmup_teacher_temp_iters
+                        if pcfg.warmup_teacher_temp_iters >= 0 else 30 * iters_per_epoch)
+# every iteration of the warm-up, then a coarse grid: the figure stays small
+it = np.unique(np.concatenate([np.arange(0, min(3 * pcfg.warmup_iters, total_iters), 5),
+                               np.linspace(0, total_iters - 1, 1500).astype(int)]))
+names = {"lr": "learning rate", "wd": "weight decay", "momentum": "teacher EMA momentum",
+         "teacher_temp": "teacher temperature"}
+fig = make_subplots(rows=2, cols=2, subplot_titles=list(names.values()))
+for k, (key, title) in enumerate(names.items()):
+    fig.add_trace(go.Scatter(x=it, y=sched[key][it], name=title, mode="lines"), row=k // 2 + 1, col=k % 2 + 1)
+    fig.update_xaxes(title_text="iteration", row=k // 2 + 1, col=k % 2 + 1)
+fig.add_vline(x=pcfg.warmup_iters, line_dash="dash", line_color="gray", row=1, col=1)
+fig.update_layout(title=f"Schedules of the {preset!r} run: {total_iters:,} iterations at global batch {global_batch:,}",
+                  showlegend=False, height=600, template="plotly_white")
+fig.write_html(out / "schedules.html", include_plotlyjs="directory")  # plotly.min.js beside it: offline
+fig.show()
+
+mfig, axes = plt.subplots(2, 2, figsize=(11, 6))
+for ax, (key, title) in zip(axes.ravel(), names.items()):
+    ax.plot(it, sched[key][it])
+    ax.set_title(title)
+    ax.set_xlabel("iteration")
+axes[0, 0].axvline(pcfg.warmup_iters, ls="--", color="gray")
+inset = axes[0, 0].inset_axes([0.45, 0.45, 0.5, 0.45])
+inset.plot(it[it < 3 * pcfg.warmup_iters], sched["lr"][it[it < 3 * pcfg.warmup_iters]])
+inset.set_title("first 3,000 iterations", fontsize=8)
+mfig.tight_layout()
+with atomic_path(out / "schedules.png") as tmp:
+    mfig.savefig(tmp, dpi=110, format="png")
+plt.show()
+summary["schedules"] = {"peak_lr": float(sched["lr"].max()), "lr_at_warmup_end": float(sched["lr"][pcfg.warmup_iters]),
+                        "final_lr": float(sched["lr"][-1]), "final_teacher_temp": float(sched["teacher_temp"][-1])}
+
+# %% [markdown]
+# ## 3. The rendered jobs (dry run)
+#
+# `plan_launch` resolves the batch split and renders every engine's job; `write_plan` writes them:
+# `job.sbatch`, `torchrun.sh`, `submitit.json` (the executor parameters and the exact command each
+# task runs), `launch_config.json` and `train_config.json` (the resolved recipe, saved beside the
+# job so the run can be traced and re-run). Nothing is submitted. Paths are made absolute because
+# jobs start in another directory on other machines.
+
+# %%
+lcfg = LaunchConfig(preset=preset, data=str(tile_dir), out=train_out, engine=engine, nodes=nodes,
+                    gpus_per_node=gpus_per_node, partition=partition, account=account, time_min=time_min,
+                    setup=tuple(setup), launch_dir=str(out / "launch"))
+plan = plan_launch(lcfg)
+paths = write_plan(plan)
+print("written:", {k: str(v) for k, v in paths.items()})
+display(Markdown("**`job.sbatch`** — submit with `sbatch job.sbatch` on a SLURM login node:"))
+display(Code(plan.sbatch, language="bash"))
+
+# %% [markdown]
+# What to look at in the script: `--signal=B:USR1@120` asks SLURM to warn the batch shell two
+# minutes before the time limit; the shell forwards `USR1` through `srun` and `torchrun` to the
+# workers, which write a checkpoint and exit; the shell then runs `scontrol requeue`, and the
+# requeued job (`SLURM_RESTART_COUNT > 0`) continues with `--resume`. `torchrun` gets one agent per
+# node (`--ntasks-per-node=1`) and starts one worker per GPU; the rendezvous is on the first node.
+
+# %%
+display(Markdown("**`torchrun.sh`** — the plain torchrun command (every node, with `NODE_RANK` and `MASTER_ADDR`):"))
+display(Code(plan.torchrun, language="bash"))
+one = plan_launch(lcfg.replace(nodes=1, engine="torchrun"))
+display(Markdown(f"On **one** machine with {gpus_per_node} GPUs the same recipe is `--standalone` "
+                 f"({one.batch_per_gpu} per GPU × {gpus_per_node} = {one.global_batch}; the global batch is kept):"))
+display(Code(one.torchrun, language="bash"))
+display(Markdown(f"Keeping 5,120 on {gpus_per_node} GPUs means {one.batch_per_gpu} images (× 10 crops) per GPU, "
+                 "more than a ViT-B fits in an A100's memory, and the trainer has no gradient accumulation. "
+                 "On one machine give `batch_per_gpu=64` (`--batch-per-gpu 64`: global batch 512) and keep in "
+                 "mind that the recipe's lr 0.005 was chosen for 5,120."))
+display(Markdown("**submitit** executor parameters (one SLURM task per GPU):"))
+display(Code(json.dumps(plan.submitit, indent=1), language="json"))
+cli = (f"exaonepath-lab launch --preset {preset} --data {tile_dir} --out {train_out} --engine {engine} "
+       f"--nodes {nodes} --gpus-per-node {gpus_per_node} --dry-run")
+display(Markdown(f"The same from the command line (`--submit` instead of `--dry-run` submits):\n\n`{cli}`"))
+summary["launch"] = {"engine": engine, "nodes": nodes, "gpus_per_node": gpus_per_node,
+                     "batch_per_gpu": plan.batch_per_gpu, "global_batch": plan.global_batch,
+                     "train_argv": list(plan.train_argv), "files": {k: str(v) for k, v in paths.items()},
+                     "single_node": {"batch_per_gpu": one.batch_per_gpu, "global_batch": one.global_batch},
+                     "cli": cli}
+
+# %% [markdown]
+# ## 4. Submitting
+#
+# With `submit = True` the job rendered above is submitted with `engine`: `sbatch` and `submitit`
+# need a SLURM login node (without one they stop with a message saying so); `torchrun` runs here, on
+# one machine with GPUs. The job id is recorded in the summary.
+
+# %%
+if submit:
+    job_id = submit_job(lcfg)
+    print(f"submitted with {engine}: {job_id}")
+    summary["submitted"] = {"engine": engine, "job_id": job_id}
+else:
+    print("dry run: nothing submitted (set submit = True to submit)")
+    summary["submitted"] = None
+
+# %%
+summary["figures"] = ["schedules.png", "schedules.html"]
+write_json_atomic(out / "notebook_summary.json", summary)
+print(json.dumps(summary["batch_arithmetic"], indent=1))
