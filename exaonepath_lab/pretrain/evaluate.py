@@ -87,3 +87,48 @@ def teacher_and_random_twin(checkpoint: str, *, seed: int = 0) -> tuple[nn.Modul
     torch.manual_seed(seed)
     twin = build_backbone(spec["timm_name"], **spec["timm_kwargs"])
     return teacher.eval(), twin.eval()
+
+
+def learning_check(
+    config: Any,
+    dataset: Any,
+    *,
+    eval_images: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray | None = None,
+    k: int = 10,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Train ``config`` on ``dataset``, then k-NN the trained teacher against its random-init twin.
+
+    ``eval_images`` ``(N, H, W, 3)`` uint8 are embedded raw, or Macenko-normalised when
+    ``config.normalize`` (the same input the model was trained on, as the paper does
+    at feature-extraction time). Returns accuracies, the margin, the final teacher
+    entropy, ``ln(out_dim)``, collapse warnings and the training time (s).
+    """
+    import math
+    import time
+
+    from .trainer import train
+
+    t0 = time.perf_counter()
+    res = train(config, dataset, resume=False, progress=progress)
+    seconds = time.perf_counter() - t0
+    imgs = eval_images
+    if config.normalize:
+        from ..stain import MacenkoNormalizer
+
+        norm = MacenkoNormalizer()
+        imgs = np.concatenate([np.asarray(norm.normalize(eval_images[i:i + 256]).images)
+                               for i in range(0, len(eval_images), 256)])
+    teacher, twin = teacher_and_random_twin(str(res.checkpoint), seed=config.seed)
+    acc = {}
+    for name, model in (("trained", teacher), ("random", twin)):
+        feats = embed_images(model, imgs, size=config.global_crop_size)
+        acc[name] = knn_accuracy(feats, labels, groups=groups, k=k)
+    return {
+        "knn_trained": acc["trained"], "knn_random": acc["random"], "margin": acc["trained"] - acc["random"],
+        "teacher_entropy": res.final.get("teacher_entropy"), "batch_entropy": res.final.get("batch_entropy"),
+        "final_loss": res.final.get("loss"), "ln_out_dim": math.log(config.out_dim),
+        "collapse_warnings": res.collapse_warnings, "iterations": res.iteration, "train_seconds": seconds,
+    }

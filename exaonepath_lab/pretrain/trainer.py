@@ -214,6 +214,15 @@ def train(
     if info.distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
+        if cfg.use_bn_in_head and device.type == "cuda":
+            # DINO: a BN head normalises over the global batch (SyncBatchNorm needs CUDA; on CPU
+            # each rank uses its own batch statistics).
+            student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
+            teacher = nn.SyncBatchNorm.convert_sync_batchnorm(teacher)
+            optimizer = build_optimizer(student, lr=float(sched["lr"][0]), weight_decay=float(sched["wd"][0]))
+            if it > 0:
+                optimizer.load_state_dict(ck["optimizer"])
+
         ddp_student: nn.Module = DDP(student, device_ids=[device.index] if device.type == "cuda" else None)
     else:
         ddp_student = student
