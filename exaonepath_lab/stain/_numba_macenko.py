@@ -188,22 +188,23 @@ def _pick(buf, bidx, cnt, below, k):
     return bidx[kk], buf[kk]
 
 @njit(cache=True, nogil=True)
-def _angle_key(pxi, p, od_lut, e):
-    o0 = od_lut[pxi[p, 0]]
-    o1 = od_lut[pxi[p, 1]]
-    o2 = od_lut[pxi[p, 2]]
-    x = o0 * e[0, 0] + o1 * e[1, 0] + o2 * e[2, 0]
-    y = o0 * e[0, 1] + o1 * e[1, 1] + o2 * e[2, 1]
+def _angle_key(pxi, p, ptab):
+    # ptab[ch, v, k] = od_lut[v] · e[ch, k]: the same products as OD·E, looked up.
+    r = pxi[p, 0]
+    g = pxi[p, 1]
+    b = pxi[p, 2]
+    x = ptab[0, r, 0] + ptab[1, g, 0] + ptab[2, b, 0]
+    y = ptab[0, r, 1] + ptab[1, g, 1] + ptab[2, b, 1]
     return _pseudo_angle(x, y), x, y
 
 @njit(cache=True, nogil=True)
-def _angle_percentiles(pxi, od_lut, tis, e, n, k_lo, k_hi):
+def _angle_percentiles(pxi, ptab, tis, n, k_lo, k_hi):
     """Pixels holding the k_lo-th and k_hi-th smallest pseudo-angle among the n tissue pixels tis[:n]."""
     st = max(1, n // 512)
     samp = np.empty(n // st + 1)
     m = 0
     for q in range(0, n, st):
-        samp[m] = _angle_key(pxi, tis[q], od_lut, e)[0]
+        samp[m] = _angle_key(pxi, tis[q], ptab)[0]
         m += 1
     l1, u1 = _bounds(samp, m, k_lo, n)
     l2, u2 = _bounds(samp, m, k_hi, n)
@@ -217,7 +218,7 @@ def _angle_percentiles(pxi, od_lut, tis, e, n, k_lo, k_hi):
     below2 = 0
     for q in range(n):
         p = tis[q]
-        key = _angle_key(pxi, p, od_lut, e)[0]
+        key = _angle_key(pxi, p, ptab)[0]
         if key < l1:
             below1 += 1
         elif key <= u1:
@@ -234,7 +235,7 @@ def _angle_percentiles(pxi, od_lut, tis, e, n, k_lo, k_hi):
     p_hi = _pick(b2, i2, c2, below2, k_hi)[0]
     if p_lo < 0 or p_hi < 0:  # the sample misled the band (rare): select over all
         for q in range(n):
-            b1[q] = _angle_key(pxi, tis[q], od_lut, e)[0]
+            b1[q] = _angle_key(pxi, tis[q], ptab)[0]
             i1[q] = tis[q]
         _select(b1, i1, 0, n - 1, k_lo)
         p_lo = i1[k_lo]
@@ -370,11 +371,16 @@ def fit_apply(px, od_lut, tmax, need, alpha, k99, sin2_min, min_eig, min_maxc, t
             # ---- pass 2: pseudo-angles of tissue pixels, nearest-rank percentiles ----
             k_lo = int(np.rint((0.01 * alpha) * (n - 1)))
             k_hi = int(np.rint((0.01 * (100.0 - alpha)) * (n - 1)))
-            p_lo, p_hi = _angle_percentiles(pxi, od_lut, tis, e, n, k_lo, k_hi)
+            ptab = np.empty((3, 256, 2))
+            for a in range(3):
+                for vv in range(256):
+                    ptab[a, vv, 0] = od_lut[vv] * e[a, 0]
+                    ptab[a, vv, 1] = od_lut[vv] * e[a, 1]
+            p_lo, p_hi = _angle_percentiles(pxi, ptab, tis, n, k_lo, k_hi)
             v = np.empty((3, 2))
             for col in range(2):
                 pp = p_lo if col == 0 else p_hi
-                _, x, y = _angle_key(pxi, pp, od_lut, e)
+                _, x, y = _angle_key(pxi, pp, ptab)
                 rr = math.sqrt(x * x + y * y)
                 if rr == 0.0:
                     rr = 1.0
