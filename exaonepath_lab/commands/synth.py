@@ -21,8 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="pixel sizes (µm/px) cycled over slides (default 0.5 0.25: the 20x/40x mix of Figure 3)",
     )
     p.add_argument(
-        "--size", type=float, nargs=2, default=[2100.0, 2600.0], metavar=("MIN_UM", "MAX_UM"),
-        help="range of slide width/height in µm (default 2100 2600: ~150-300 patches of 256 px at 0.5 MPP per slide "
+        "--size", type=float, nargs=2, default=[2300.0, 2800.0], metavar=("MIN_UM", "MAX_UM"),
+        help="range of slide width/height in µm (default 2300 2800: ~150-300 patches of 256 px at 0.5 MPP per slide "
         "and a 10-slide cohort in about a minute on 2 cores)",
     )
     p.add_argument(

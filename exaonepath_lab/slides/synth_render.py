@@ -125,17 +125,17 @@ def _tissue_mask(rng: np.random.Generator, shape: tuple[int, int], coverage: flo
     n_pieces = 1 + int(rng.random() < 0.4)
     for k in range(n_pieces):
         cy, cx = rng.uniform(0.4, 0.6, 2) if k == 0 else rng.uniform(0.2, 0.8, 2)
-        ry, rx = (rng.uniform(0.4, 0.6, 2) if k == 0 else rng.uniform(0.15, 0.25, 2))
+        ry, rx = (rng.uniform(0.3, 0.45, 2) if k == 0 else rng.uniform(0.12, 0.22, 2))
         a = rng.uniform(0, np.pi)
         dy, dx = yy - cy, xx - cx
         u = (dx * np.cos(a) + dy * np.sin(a)) / rx
         v = (-dx * np.sin(a) + dy * np.cos(a)) / ry
         score = np.maximum(score, 1.0 - (u * u + v * v))
-    score += (0.45 * smooth_noise(rng, (h, w), 350.0, cu) + 0.15 * smooth_noise(rng, (h, w), 70.0, cu)
+    score += (0.3 * smooth_noise(rng, (h, w), 350.0, cu) + 0.12 * smooth_noise(rng, (h, w), 70.0, cu)
               + 0.06 * smooth_noise(rng, (h, w), 15.0, cu))
     border = np.minimum(np.minimum(yy * h, (1 - yy) * h), np.minimum(xx * w, (1 - xx) * w)) * cu
-    margin = min(200.0, 0.15 * min(shape) * FINE_UM)  # small test slides keep room for tissue
-    score -= 6.0 * np.clip(1.0 - border / margin, 0, 1)
+    margin = min(300.0, 0.2 * min(shape) * FINE_UM)  # small test slides keep room for tissue
+    score -= 3.0 * np.clip(1.0 - border / margin, 0, 1) ** 2
     thr = np.quantile(score, 1.0 - coverage)
     fine = cv2.resize(score, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
     return fine > thr

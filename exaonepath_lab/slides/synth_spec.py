@@ -245,8 +245,8 @@ def sample_cohort_specs(
     seed: int = 0,
     *,
     mpps: tuple[float, ...] = (0.5, 0.25),
-    size_um: tuple[float, float] = (2100.0, 2600.0),
-    coverage: tuple[float, float] = (0.5, 0.65),
+    size_um: tuple[float, float] = (2300.0, 2800.0),
+    coverage: tuple[float, float] = (0.42, 0.55),
     acquisition_strength: float = 1.0,
     pen_slides: int = 1,
     fold_slides: int = 1,
@@ -254,7 +254,7 @@ def sample_cohort_specs(
 ) -> list[SlideSpec]:
     """Draw the specs of a cohort: slide ``i`` gets ``mpps[i % len(mpps)]``.
 
-    The default extent (2.1–2.6 mm square, 50–65 % tissue) gives roughly 150–300 tissue
+    The default extent (2.3–2.8 mm square, 42–55 % tissue) gives roughly 150–300 tissue
     patches of 256 px at 0.5 MPP (128 µm) per slide. The first ``pen_slides`` slides with
     index ≥ 2 get a pen mark and the last ``fold_slides`` a tissue fold, so a default
     cohort has the classic artefacts without every slide being odd.
