@@ -65,6 +65,7 @@ def available() -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=8)
 def od_lut(Io: float) -> np.ndarray:
     """(256,) float64 of torchstain's float32 OD per intensity: −log((v + 1) / Io)."""
     import torch
