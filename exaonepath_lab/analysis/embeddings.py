@@ -3,7 +3,8 @@
 t-SNE defaults: features are L2-normalised and reduced to 50 PCA dimensions first (the
 common practice for t-SNE on deep features; it makes 10,000 × 768 take seconds rather than
 minutes), PCA initialisation (reproducible global layout), FFT-accelerated gradients,
-``n_jobs=2``. The result carries its parameters in :attr:`Embedding.params`.
+``n_jobs=2`` (on an oversubscribed machine ``n_jobs=1`` is faster). Below 5,000 points
+Barnes-Hut gradients replace FFT (FFT's fixed interpolation grid dominates at small N). The result carries its parameters in :attr:`Embedding.params`.
 """
 from __future__ import annotations
 
@@ -69,10 +70,15 @@ def embed(
         from openTSNE import TSNE
 
         perp = float(min(perplexity, max(1.0, (len(x) - 1) / 3.0)))
+        # FFT interpolation costs a fixed grid per iteration: Barnes-Hut is faster below a few thousand points.
+        grad = "fft" if len(x) >= 5000 else "bh"
+        # Small inputs: threads only add synchronisation (measured 3.7 s with 1 thread vs 50 s with 2 on a
+        # busy 2-core machine for 120 points), so parallelism is kept for the large case only.
+        n_jobs = n_jobs if len(x) >= 5000 else 1
         params.update(perplexity=perp, pca_dims=pca_dims, initialization="pca", n_iter=n_iter,
-                      negative_gradient_method="fft")
+                      negative_gradient_method=grad, n_jobs=n_jobs)
         coords = np.asarray(TSNE(perplexity=perp, initialization="pca", n_jobs=n_jobs, random_state=seed,
-                                 n_iter=n_iter, negative_gradient_method="fft", verbose=False).fit(x))
+                                 n_iter=n_iter, negative_gradient_method=grad, verbose=False).fit(x))
     else:
         x = _prepare(features, l2, pca_dims, seed)
         try:
