@@ -26,7 +26,6 @@ import numpy as np
 import torch
 
 from .macenko import MacenkoNormalizer
-from .policy import OK
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
