@@ -40,14 +40,15 @@ class CollapseExplorer:
 
     def __init__(self, feature_sets: Mapping[tuple[str, str], Any], *,
                  thumbnails: Sequence[str] | Mapping[tuple[str, str], Sequence[str]] | None = None,
-                 seed: int = 0, n_boot: int = 50, include_plotlyjs: bool | str = True) -> None:
+                 seed: int = 0, n_boot: int = 50, include_plotlyjs: bool | str = True, method: str = "tsne",
+                 n_jobs: int = 2) -> None:
         import ipywidgets as w
 
         if not feature_sets:
             raise ValueError("CollapseExplorer: no feature sets given")
         self.sets = {tuple(k): _as_pair(v) for k, v in feature_sets.items()}
         self.thumbnails = thumbnails
-        self.seed, self.n_boot, self.include_plotlyjs = seed, n_boot, include_plotlyjs
+        self.seed, self.n_boot, self.include_plotlyjs, self.n_jobs = seed, n_boot, include_plotlyjs, n_jobs
         self._emb: dict[tuple, np.ndarray] = {}
         self._met: dict[tuple, pd.DataFrame] = {}
         encs = sorted({k[0] for k in self.sets})
@@ -56,7 +57,7 @@ class CollapseExplorer:
         colour_opts = [c for c in ("slide_id", "class_name", "label") if c in meta0.columns]
         self.encoder = w.Dropdown(options=encs, value=encs[0], description="encoder")
         self.normalization = w.Dropdown(options=norms, value=norms[0], description="input")
-        self.method = w.ToggleButtons(options=list(METHODS), value="tsne", description="method")
+        self.method = w.ToggleButtons(options=list(METHODS), value=method, description="method")
         self.perplexity = w.IntSlider(value=30, min=5, max=100, step=5, description="perplexity")
         self.colour = w.Dropdown(options=colour_opts, value=colour_opts[0], description="colour by")
         self.caption = w.HTML()
@@ -66,6 +67,7 @@ class CollapseExplorer:
         self.widget = w.VBox([w.HBox([self.encoder, self.normalization, self.colour]),
                               w.HBox([self.method, self.perplexity]), self.caption, self.output])
         self.figure: Any = None
+        self.html = ""  # the last rendered plot (also shown in ``output`` inside a notebook)
         self.update()
 
     @property
@@ -78,7 +80,7 @@ class CollapseExplorer:
         if ck not in self._emb:
             feats, _ = self.sets[self.key]
             self._emb[ck] = embed(feats, method=self.method.value, seed=self.seed,
-                                  perplexity=float(self.perplexity.value)).coords
+                                  perplexity=float(self.perplexity.value), n_jobs=self.n_jobs).coords
         return self._emb[ck]
 
     def metrics(self) -> pd.DataFrame:
@@ -95,7 +97,7 @@ class CollapseExplorer:
         if self.key not in self.sets:
             self.caption.value = f"<b>no features for {self.key}</b> (available: {sorted(self.sets)})"
             self.output.clear_output()
-            self.figure = None
+            self.figure, self.html = None, ""
             return
         feats, meta = self.sets[self.key]
         title = " / ".join(self.key)
@@ -109,7 +111,8 @@ class CollapseExplorer:
         plt.close(fig.matplotlib)  # the widget shows the interactive version only
         self.figure = fig.plotly
         self.caption.value = format_metrics(met, title)
+        self.html = fig.plotly.to_html(full_html=False, include_plotlyjs=self.include_plotlyjs,
+                                       post_script=HOVER_THUMBNAIL_JS)
         with self.output:
             self.output.clear_output(wait=True)
-            display(HTML(fig.plotly.to_html(full_html=False, include_plotlyjs=self.include_plotlyjs,
-                                            post_script=HOVER_THUMBNAIL_JS)))
+            display(HTML(self.html))

@@ -94,6 +94,7 @@ def figure2(
     embeddings: Mapping[str, np.ndarray] | None = None,
     n_boot: int = 200,
     marker_size: float = 4.0,
+    n_jobs: int = 2,
 ) -> Figure2:
     """Embed each panel's features and draw the panels side by side.
 
@@ -122,7 +123,7 @@ def figure2(
         if color_by not in meta.columns:
             raise ValueError(f"figure2: panel {t!r} meta lacks {color_by!r} (columns: {list(meta.columns)})")
         coords[t] = (np.asarray(embeddings[t]) if embeddings and t in embeddings
-                     else embed(feats, method=method, seed=seed, perplexity=perplexity).coords)
+                     else embed(feats, method=method, seed=seed, perplexity=perplexity, n_jobs=n_jobs).coords)
         if metrics is None and compute_metrics:
             tables.append(collapse_metrics(feats, meta, name=t, n_boot=n_boot, seed=seed))
     if metrics is None and tables:

@@ -80,6 +80,7 @@ def collapse_report(
     thumbnails: bool = True,
     progress: bool = True,
     include_plotlyjs: bool | str = True,
+    n_jobs: int = 2,
 ) -> CollapseReport:
     """Sampling -> extraction -> metrics (+ reference rows) -> embedding -> figure and CSV files.
 
@@ -140,7 +141,8 @@ def collapse_report(
     thumbs = None
     if thumbnails:
         thumbs = [thumbnail_uri(sub[i]["image"]) for i in range(len(sub))]
-    fig = figure2(fig_panels, metrics=metrics, method=method, perplexity=perplexity, seed=seed, thumbnails=thumbs)
+    fig = figure2(fig_panels, metrics=metrics, method=method, perplexity=perplexity, seed=seed, thumbnails=thumbs,
+                  n_jobs=n_jobs)
     paths = fig.save(out, include_plotlyjs=include_plotlyjs)
     with atomic_path(out / "embeddings.npz") as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **{_slug(t): c for t, c in fig.embeddings.items()})
