@@ -143,4 +143,4 @@ def test_explorer_switches_views() -> None:
     assert "k-NN purity" in ex.caption.value
     ex.method.value = "tsne"
     ex.perplexity.value = 10
-    assert ex.embedding().shape == (90, 2) and len(ex._emb) == 4
+    assert ex.embedding().shape == (90, 2) and len(ex._emb) == 5  # 3 PCA, t-SNE at perplexity 30 and 10

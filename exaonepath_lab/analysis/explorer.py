@@ -113,6 +113,10 @@ class CollapseExplorer:
         self.caption.value = format_metrics(met, title)
         self.html = fig.plotly.to_html(full_html=False, include_plotlyjs=self.include_plotlyjs,
                                        post_script=HOVER_THUMBNAIL_JS)
+        from IPython import get_ipython
+
+        if get_ipython() is None:  # plain Python (scripts, tests): keep the HTML, print nothing
+            return
         with self.output:
             self.output.clear_output(wait=True)
             display(HTML(self.html))
