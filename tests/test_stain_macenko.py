@@ -251,3 +251,15 @@ def test_masked_percentiles_match_torchstain_rule() -> None:
         sel = vals[i][mask[i]]
         assert n[i] == len(sel)
         assert lo[i] == percentile(sel, 1.0) and hi[i] == percentile(sel, 99.0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_matches_cpu(tissue: np.ndarray, edge_cases: dict[str, np.ndarray]) -> None:
+    imgs = np.concatenate([tissue, np.stack(list(edge_cases.values()))])
+    cpu = MacenkoNormalizer(backend="torch").normalize(imgs)
+    gpu = MacenkoNormalizer().normalize(torch.from_numpy(imgs).cuda())
+    assert gpu.images.is_cuda and gpu.status == cpu.status
+    d = np.abs(gpu.images.cpu().numpy().astype(int) - cpu.images)
+    assert d.max() <= 1 and d.mean() < 0.01
+    params = MacenkoNormalizer(device="cuda").fit_stains(imgs)
+    np.testing.assert_allclose(params.stain_matrix, cpu.params.stain_matrix, atol=1e-4)
