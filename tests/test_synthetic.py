@@ -250,6 +250,7 @@ def test_strip_upsampling_matches_remap(mpp):
     mapx = np.broadcast_to(((xs + 0.5) * mpp / FINE_UM - 0.5).astype(np.float32), (H, W)).copy()
     mapy = np.broadcast_to(((ys + 0.5) * mpp / FINE_UM - 0.5).astype(np.float32)[:, None], (H, W)).copy()
     ref = cv2.remap(field, mapx, mapy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    got = np.concatenate([up(field, y0, min(H, y0 + up.strip_px)) for y0 in range(0, H, up.strip_px)])
+    # Each call returns a view into a reused buffer: copy before the next call.
+    got = np.concatenate([up(field, y0, min(H, y0 + up.strip_px)).copy() for y0 in range(0, H, up.strip_px)])
     assert got.shape == ref.shape
     np.testing.assert_allclose(got, ref, atol=2e-3)  # cv2 interpolates with fixed-point weights
