@@ -10,7 +10,9 @@ Measured:
   on uint8 CHW tensors, one image at a time (the paper's data-loader path);
 - ``batched_pps``: ``MacenkoNormalizer().normalize`` on uint8 N×H×W×3 batches of ``--batch``;
 - ``fit_pps`` / ``apply_pps``: the fit-once (``fit_stains``) and apply-cheaply (``apply``) halves;
-- ``batched_torch_pps``: the pure-torch backend on CPU (what runs on a GPU);
+- ``cpu_ms_per_patch_1thread``: process CPU time per patch on one thread (robust to other
+  jobs on a shared machine, unlike the wall-clock rates);
+- ``batched_torch_backend_pps``: the pure-torch backend on CPU (what runs on a GPU);
 - ``gpu_pps`` at batch 1024 when CUDA is available (null otherwise).
 """
 from __future__ import annotations
@@ -120,6 +122,22 @@ def main() -> None:
     fit_pps = _rate(lambda: [norm.fit_stains(b) for b in batches], n, args.repeats)
     apply_pps = _rate(lambda: [norm.apply(b, p) for b, p in zip(batches, params)], n, args.repeats)
 
+    # CPU time per patch on one thread: robust to other jobs on the machine (wall-clock
+    # rates above are not), and the bound for what more cores can give.
+    torch.set_num_threads(1)
+    t0 = time.process_time()
+    run_ts()
+    ts_cpu_ms = (time.process_time() - t0) / len(chw) * 1e3
+    t0 = time.process_time()
+    for b in batches:
+        norm.normalize(b)
+    our_cpu_ms = (time.process_time() - t0) / n * 1e3
+    t0 = time.process_time()
+    for b, p in zip(batches, params):
+        norm.apply(b, p)
+    apply_cpu_ms = (time.process_time() - t0) / n * 1e3
+    torch.set_num_threads(args.threads)
+
     tnorm = MacenkoNormalizer(backend="torch")
     tnorm.normalize(batches[0][:4])
     torch_pps = _rate(lambda: [tnorm.normalize(b) for b in batches], n, 1)
@@ -164,6 +182,12 @@ def main() -> None:
                 "fit_pps": round(fit_pps, 1),
                 "apply_pps": round(apply_pps, 1),
                 "apply_ratio_vs_torchstain": round(apply_pps / ts_pps, 2),
+                "cpu_ms_per_patch_1thread": {
+                    "torchstain": round(ts_cpu_ms, 3),
+                    "batched": round(our_cpu_ms, 3),
+                    "apply": round(apply_cpu_ms, 3),
+                },
+                "cpu_time_ratio_vs_torchstain": round(ts_cpu_ms / our_cpu_ms, 2),
                 "batched_torch_backend_pps": round(torch_pps, 1),
                 "torch_backend_ratio_vs_torchstain": round(torch_pps / ts_pps, 2),
                 "kernel_warmup_s": round(warmup_s, 2),
