@@ -64,17 +64,30 @@ class Stages:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.progress = progress
 
-    def run(self, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def run(self, name: str, fn: Callable[[], dict[str, Any]], key: dict[str, Any]) -> dict[str, Any]:
+        """Run ``fn`` unless a record with the same ``key`` (the settings the stage depends on) exists.
+
+        When the settings changed, the stage's output folders (:data:`STAGE_DIRS`) are removed
+        first, so nothing of the earlier run (extra slides, an incompatible checkpoint) leaks in.
+        """
         rec_path = self.dir / f"{name}.json"
+        if rec_path.exists() and json.loads(rec_path.read_text()).get("key") != key:
+            import shutil
+
+            for d in STAGE_DIRS.get(name, ()):
+                shutil.rmtree(self.dir.parent / d, ignore_errors=True)
         if rec_path.exists():
             rec = json.loads(rec_path.read_text())
             files = [Path(p) for p in rec.get("files", [])]
-            if all(p.exists() for p in files):
+            if rec.get("key") == key and all(p.exists() for p in files):
                 self._say(f"[demo] {name}: done before, skipped ({rec_path})")
                 return rec
+            if rec.get("key") != key:
+                self._say(f"[demo] {name}: settings changed since the last run, redoing it")
         self._say(f"[demo] {name} ...")
         t0 = time.perf_counter()
         rec = fn()
+        rec["key"] = key
         rec["seconds"] = round(time.perf_counter() - t0, 1)
         write_json_atomic(rec_path, rec)
         self._say(f"[demo] {name}: {rec['seconds']:.0f} s")
@@ -83,6 +96,25 @@ class Stages:
     def _say(self, msg: str) -> None:
         if self.progress:
             print(msg, flush=True)
+
+
+STAGE_DIRS = {"synth": ("cohort",), "tile": ("tiles", "tiles_cmu"), "train_raw": ("runs/raw",),
+              "train_macenko": ("runs/macenko",), "collapse": ("collapse",), "probe": ("probe",), "table": ("table",)}
+
+
+def stage_key(cfg: DemoConfig, stage: str) -> dict[str, Any]:
+    """The settings a stage's result depends on (cumulative along the pipeline)."""
+    fields = ["n_slides", "seed", "smoke"]
+    if stage in ("tile", "normalize", "train", "collapse", "probe", "table"):
+        fields.append("fetch_cmu")
+    if stage in ("train", "collapse", "probe", "table"):
+        fields.append("train_iters")
+    if stage in ("collapse",):
+        fields += ["per_slide", "n_boot"]
+    if stage in ("probe", "table"):
+        fields += ["probe_seeds", "probe_iterations"]
+    d = cfg.to_dict()
+    return {f: d[f] for f in fields}
 
 
 # ----------------------------------------------------------------------------- stages
@@ -270,16 +302,16 @@ def run_demo(config: DemoConfig = DemoConfig(), *, progress: bool = True) -> Pat
     st = Stages(out, progress=progress)
     t0 = time.perf_counter()
     rec: dict[str, Any] = {}
-    rec["synth"] = st.run("synth", lambda: stage_synth(cfg, out))
-    rec["tile"] = st.run("tile", lambda: stage_tile(cfg, out))
+    rec["synth"] = st.run("synth", lambda: stage_synth(cfg, out), stage_key(cfg, "synth"))
+    rec["tile"] = st.run("tile", lambda: stage_tile(cfg, out), stage_key(cfg, "tile"))
     tile_dir = rec["tile"]["tile_dir"]
-    rec["normalize"] = st.run("normalize", lambda: stage_normalize(cfg, out, tile_dir))
-    rec["train_raw"] = st.run("train_raw", lambda: stage_train(cfg, out, tile_dir, normalize=False))
-    rec["train_macenko"] = st.run("train_macenko", lambda: stage_train(cfg, out, tile_dir, normalize=True))
+    rec["normalize"] = st.run("normalize", lambda: stage_normalize(cfg, out, tile_dir), stage_key(cfg, "normalize"))
+    rec["train_raw"] = st.run("train_raw", lambda: stage_train(cfg, out, tile_dir, normalize=False), stage_key(cfg, "train"))
+    rec["train_macenko"] = st.run("train_macenko", lambda: stage_train(cfg, out, tile_dir, normalize=True), stage_key(cfg, "train"))
     ck_raw, ck_norm = rec["train_raw"]["checkpoint"], rec["train_macenko"]["checkpoint"]
-    rec["collapse"] = st.run("collapse", lambda: stage_collapse(cfg, out, tile_dir, ck_raw, ck_norm))
-    rec["probe"] = st.run("probe", lambda: stage_probe(cfg, out, tile_dir, ck_raw, ck_norm))
-    rec["table"] = st.run("table", lambda: stage_table(cfg, out, rec["probe"]["files"]))
+    rec["collapse"] = st.run("collapse", lambda: stage_collapse(cfg, out, tile_dir, ck_raw, ck_norm), stage_key(cfg, "collapse"))
+    rec["probe"] = st.run("probe", lambda: stage_probe(cfg, out, tile_dir, ck_raw, ck_norm), stage_key(cfg, "probe"))
+    rec["table"] = st.run("table", lambda: stage_table(cfg, out, rec["probe"]["files"]), stage_key(cfg, "table"))
     index = write_demo_report(out, rec, cfg)
     if progress:
         print(f"[demo] report: {index}  (total {time.perf_counter() - t0:.0f} s this run)", flush=True)
@@ -297,10 +329,11 @@ def demo_inputs(out_dir: str | Path = "outputs", *, smoke: bool = False, train: 
     cfg = DemoConfig(out_dir=str(out_dir), smoke=smoke, seed=seed, n_slides=n_slides).resolved()
     out = Path(cfg.out_dir).absolute()
     st = Stages(out, progress=progress)
-    syn = st.run("synth", lambda: stage_synth(cfg, out))
-    tile = st.run("tile", lambda: stage_tile(cfg, out))
+    syn = st.run("synth", lambda: stage_synth(cfg, out), stage_key(cfg, "synth"))
+    tile = st.run("tile", lambda: stage_tile(cfg, out), stage_key(cfg, "tile"))
     paths = {"cohort_dir": syn["cohort_dir"], "tile_dir": tile["tile_dir"]}
     if train:
-        paths["ckpt_raw"] = st.run("train_raw", lambda: stage_train(cfg, out, tile["tile_dir"], False))["checkpoint"]
-        paths["ckpt_norm"] = st.run("train_macenko", lambda: stage_train(cfg, out, tile["tile_dir"], True))["checkpoint"]
+        key = stage_key(cfg, "train")
+        paths["ckpt_raw"] = st.run("train_raw", lambda: stage_train(cfg, out, tile["tile_dir"], False), key)["checkpoint"]
+        paths["ckpt_norm"] = st.run("train_macenko", lambda: stage_train(cfg, out, tile["tile_dir"], True), key)["checkpoint"]
     return paths

@@ -1,0 +1,56 @@
+"""The demo: stage bookkeeping (skip, redo on changed settings) and the offline report end to end."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from exaonepath_lab.demo import DemoConfig, Stages, run_demo
+
+
+def test_stages_skip_same_settings_and_redo_changed(tmp_path: Path) -> None:
+    calls = []
+
+    def make(tag: str):
+        def fn() -> dict:
+            calls.append(tag)
+            d = tmp_path / "cohort"
+            d.mkdir(exist_ok=True)
+            (d / f"{tag}.txt").write_text(tag)
+            return {"files": [str(d / f"{tag}.txt")]}
+        return fn
+
+    st = Stages(tmp_path, progress=False)
+    st.run("synth", make("a"), {"n_slides": 3})
+    st.run("synth", make("b"), {"n_slides": 3})  # same settings: skipped
+    assert calls == ["a"]
+    (tmp_path / "cohort" / "a.txt").unlink()  # an output vanished: redone
+    st.run("synth", make("c"), {"n_slides": 3})
+    assert calls == ["a", "c"]
+    st.run("synth", make("d"), {"n_slides": 4})  # settings changed: old outputs removed, redone
+    assert calls == ["a", "c", "d"]
+    assert sorted(p.name for p in (tmp_path / "cohort").iterdir()) == ["d.txt"]
+    rec = json.loads((tmp_path / "stages" / "synth.json").read_text())
+    assert rec["key"] == {"n_slides": 4} and rec["seconds"] >= 0
+
+
+def test_smoke_demo_writes_offline_report(smoke_inputs: dict) -> None:
+    out = Path(smoke_inputs["tile_dir"]).parent  # the fixture ran the demo's first stages here
+    index = run_demo(DemoConfig(out_dir=str(out), smoke=True), progress=False)
+    html = index.read_text()
+    for title in ("Cohort", "Figure 3", "Stain normalization", "DINO pretraining", "Figure 2", "Linear probe",
+                  "Table 1 and Figure 1"):
+        assert title in html, title
+    assert "cdn.plot.ly" not in html and "https://cdn" not in html
+    for src in re.findall(r'(?:src|href)="([^"#:]+)"', html):
+        assert (index.parent / src).exists(), f"report links a missing file: {src}"
+    for js in re.findall(r'iframe src="([^"]+)"', html):
+        assert (index.parent / js).parent.joinpath("plotly.min.js").exists(), js
+    assert "k-NN slide purity" in html and "[" in html  # metrics with intervals
+    assert "EXAONEPath" in html and "0.861" in html  # Table 1's published row
+    stages = {p.stem for p in (out / "stages").glob("*.json")}
+    assert stages == {"synth", "tile", "normalize", "train_raw", "train_macenko", "collapse", "probe", "table"}
+    # a rerun skips every stage and rewrites the same report
+    before = {p.name: p.stat().st_mtime for p in (out / "stages").glob("*.json")}
+    run_demo(DemoConfig(out_dir=str(out), smoke=True), progress=False)
+    assert before == {p.name: p.stat().st_mtime for p in (out / "stages").glob("*.json")}
