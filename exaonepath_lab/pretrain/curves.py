@@ -56,13 +56,15 @@ def plot_curves_plotly(rows: list[dict[str, Any]], *, out_dim: int | None = None
 
 
 def plot_curves_matplotlib(rows: list[dict[str, Any]], *, out_dim: int | None = None, title: str = "DINO training"):
-    """The same panels as a matplotlib figure (for PNG export)."""
-    import matplotlib
+    """The same panels as a matplotlib figure (for PNG export).
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    Built with ``matplotlib.figure.Figure`` (no pyplot), so training inside a notebook
+    neither switches its backend nor leaks open figures.
+    """
+    from matplotlib.figure import Figure
 
-    fig, axes = plt.subplots(2, 4, figsize=(16, 7))
+    fig = Figure(figsize=(16, 7))
+    axes = fig.subplots(2, 4)
     it = [r["it"] for r in rows]
     for ax, (name, keys) in zip(axes.ravel(), PANELS):
         for k in keys:
@@ -81,8 +83,6 @@ def plot_curves_matplotlib(rows: list[dict[str, Any]], *, out_dim: int | None = 
 def save_curves(log_path: str | Path, out_dir: str | Path, *, out_dim: int | None = None,
                 include_plotlyjs: bool | str = True) -> dict[str, Path]:
     """Write ``curves.png`` and ``curves.html`` into ``out_dir`` atomically."""
-    import matplotlib.pyplot as plt
-
     rows = read_log(log_path)
     if not rows:
         raise ValueError(f"{log_path} has no iteration rows to plot")
@@ -91,7 +91,6 @@ def save_curves(log_path: str | Path, out_dir: str | Path, *, out_dim: int | Non
     fig = plot_curves_matplotlib(rows, out_dim=out_dim)
     with atomic_path(png) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
     pfig = plot_curves_plotly(rows, out_dim=out_dim)
     with atomic_path(html) as tmp:
         pfig.write_html(str(tmp), include_plotlyjs=include_plotlyjs)
