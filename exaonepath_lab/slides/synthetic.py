@@ -70,6 +70,9 @@ __all__ = [
     "read_classmap",
     "load_slide_info",
     "rgb_to_od",
+    "spec_hash",
+    "cohort_montage",
+    "estimate_tissue_patches",
 ]
 
 log = logging.getLogger(__name__)
