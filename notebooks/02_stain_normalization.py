@@ -98,7 +98,8 @@ for sid, g in ds.meta.groupby("slide_id", sort=True):
 # Real H&E from other labs (each image is its own "slide"): a centre crop of each.
 real = Path(real_he_dir) / "stain_refs"
 if real.is_dir():
-    for f in sorted(real.iterdir())[: 3 if smoke else None]:
+    images = sorted(f for f in real.iterdir() if f.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif", ".tiff"))
+    for f in images[: 3 if smoke else None]:
         img = read_rgb(f)
         y0, x0 = max(0, (img.shape[0] - patch_px) // 2), max(0, (img.shape[1] - patch_px) // 2)
         crop = img[y0:y0 + patch_px, x0:x0 + patch_px]
