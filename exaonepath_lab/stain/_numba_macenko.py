@@ -303,11 +303,12 @@ def _conc_percentile(pxi, ctab, k):
     return out
 
 @njit(cache=True, nogil=True)
-def fit_apply(px, od_lut, tmax, need, alpha, k99, sin2_min, min_eig, min_maxc, tsm, tmc, Io, do_apply,
+def fit_apply(px, stride, od_lut, tmax, need, alpha, k99, sin2_min, min_eig, min_maxc, tsm, tmc, Io, do_apply,
               out, sm_out, mc_out, code_out, ntis_out, i0, i1):
-    n_px = px.shape[1]
+    # Passes 1–3 (estimation) read every `stride`-th pixel (1 = all, exact); pass 4 all.
     for i in range(i0, i1):
-        pxi = px[i]
+        pxi = px[i, ::stride]
+        n_px = pxi.shape[0]
         # ---- pass 1: tissue mask and covariance sums ----
         n = 0
         tis = np.empty(n_px, np.int32)
@@ -426,10 +427,10 @@ def fit_apply(px, od_lut, tmax, need, alpha, k99, sin2_min, min_eig, min_maxc, t
                         m = _transform(pinv, mc, tsm, tmc)
                         tab = np.empty((3, 256, 3), np.float32)
                         _tables(m, od_lut, Io, tab)
-                        _reconstruct(pxi, tab, out[i])
+                        _reconstruct(px[i], tab, out[i])
         code_out[i] = code
         if code != 0 and do_apply:
-            out[i, :, :] = pxi
+            out[i, :, :] = px[i]
 
 @njit(cache=True, nogil=True)
 def apply(px, od_lut, sm, mc, ok, tsm, tmc, Io, out, i0, i1):
