@@ -40,8 +40,8 @@ RENDER_TO_LABEL = np.array([0, 1, 2, 3, 4, 5, 1], dtype=np.uint8)
 
 # Per render class: base eosin (cytoplasm, collagen matrix, necrotic debris) and diffuse
 # hematoxylin (basophilic cytoplasm, nuclear dust in necrosis), OD units.
-E_BASE = np.array([0.0, 0.42, 0.50, 0.16, 0.02, 0.80, 0.45], dtype=np.float32)
-H_BASE = np.array([0.0, 0.10, 0.03, 0.10, 0.00, 0.16, 0.04], dtype=np.float32)
+E_BASE = np.array([0.0, 0.42, 0.50, 0.28, 0.02, 0.80, 0.45], dtype=np.float32)
+H_BASE = np.array([0.0, 0.10, 0.03, 0.14, 0.00, 0.16, 0.04], dtype=np.float32)
 
 # Correlation length (µm) of each class's region field: lymphoid aggregates are small and
 # round, tumour and stroma large (tumor, stroma, lymphocytes, adipose, necrosis).
@@ -174,7 +174,7 @@ def _class_labels(rng: np.random.Generator, tissue: np.ndarray, proportions: tup
     return lab
 
 
-def _membranes(rng: np.random.Generator, shape: tuple[int, int], cell_um: float = 70.0) -> np.ndarray:
+def _membranes(rng: np.random.Generator, shape: tuple[int, int], cell_um: float = 60.0) -> np.ndarray:
     """float32 (h, w) in [0, 1]: walls of polygonal fat cells (Voronoi cells, ~``cell_um`` wide)."""
     import cv2
 
