@@ -77,12 +77,14 @@ def test_figure2_panels_hover_thumbnails_and_files(tmp_path: Path) -> None:
     fig = figure2(panels, method="pca", n_boot=20, thumbnails=thumbs)
     assert len(fig.plotly.data) == 6  # 3 slides × 2 panels, one legend entry per slide
     assert sum(t.showlegend for t in fig.plotly.data) == 3
-    assert fig.plotly.data[0].customdata[0][-1].startswith("data:image/png;base64,")
+    k = int(fig.plotly.data[0].customdata[0][-1])  # index into the shared thumbnail array
+    assert fig.thumbnails[k].startswith("data:image/jpeg;base64,") and len(fig.thumbnails) == len(meta)
     assert set(fig.metrics["features"]) == set(panels)
     assert "k-NN purity" in fig.plotly.layout.xaxis.title.text
     paths = fig.save(tmp_path, include_plotlyjs="directory")
     html = paths["html"].read_text()
     assert "plotly_hover" in html and (tmp_path / "plotly.min.js").exists()
+    assert html.count("data:image/jpeg;base64,") == len(meta)  # stored once, shared by both panels
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     cls = figure2({"a": (x, meta)}, method="pca", color_by="class_name", compute_metrics=False)
     assert sorted(t.name for t in cls.plotly.data) == ["stroma", "tumor"]
@@ -115,7 +117,7 @@ def test_collapse_report_one_call_writes_everything_and_reuses_features(tmp_path
     assert len(rep.sample) == 30 and rep.sample["slide_id"].nunique() == 3
     csv = pd.read_csv(rep.paths["metrics"])
     assert {"metric", "value", "ci_low", "ci_high", "chance", "features"} <= set(csv.columns)
-    assert "base64,iVBOR" in rep.paths["html"].read_text()  # PNG thumbnails embedded for hover
+    assert rep.paths["html"].read_text().count("data:image/jpeg;base64,") == 30  # one thumbnail per patch
     again = collapse_report(small_real, panels, out_dir=tmp_path, n_slides=3, per_slide=10, method="pca", n_boot=20,
                             resize=False, crop=False, progress=False, references=False, thumbnails=False,
                             include_plotlyjs=False)

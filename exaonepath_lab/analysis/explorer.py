@@ -19,7 +19,7 @@ import pandas as pd
 
 from .collapse import collapse_metrics, format_metrics
 from .embeddings import METHODS, embed
-from .figure2 import HOVER_THUMBNAIL_JS, figure2
+from .figure2 import figure2, hover_script
 
 
 def _as_pair(v: Any) -> tuple[np.ndarray, pd.DataFrame]:
@@ -112,7 +112,7 @@ class CollapseExplorer:
         self.figure = fig.plotly
         self.caption.value = format_metrics(met, title)
         self.html = fig.plotly.to_html(full_html=False, include_plotlyjs=self.include_plotlyjs,
-                                       post_script=HOVER_THUMBNAIL_JS)
+                                       post_script=hover_script(fig.thumbnails))
         from IPython import get_ipython
 
         if get_ipython() is None:  # plain Python (scripts, tests): keep the HTML, print nothing

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import io
+import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -21,17 +22,24 @@ from ..io import atomic_path
 from .collapse import collapse_metrics, format_metrics
 from .embeddings import embed
 
-#: Shows the hovered point's thumbnail (customdata[-1], a data: URI) beside the cursor.
+#: Shows the hovered point's thumbnail beside the cursor: customdata[-1] indexes ``THUMBS``, one
+#: shared array of data: URIs (a patch shown in three panels is stored once).
 HOVER_THUMBNAIL_JS = """
 (function(){var gd=document.getElementById('{plot_id}');if(!gd)return;
+var T=(typeof THUMBS!=='undefined')?THUMBS:[];
 var img=document.createElement('img');img.style.cssText='position:fixed;pointer-events:none;display:none;'+
 'width:128px;height:128px;border:2px solid #333;image-rendering:pixelated;z-index:1000;background:#fff';
 document.body.appendChild(img);
-gd.on('plotly_hover',function(d){var p=d.points[0];var c=p.customdata;if(!c||!c[c.length-1])return;
-img.src=c[c.length-1];var e=d.event;img.style.left=(e.clientX+18)+'px';img.style.top=(e.clientY+18)+'px';
-img.style.display='block';});
+gd.on('plotly_hover',function(d){var p=d.points[0];var c=p.customdata;if(!c)return;var k=+c[c.length-1];
+if(!(k>=0&&k<T.length))return;img.src=T[k];var e=d.event;img.style.left=(e.clientX+18)+'px';
+img.style.top=(e.clientY+18)+'px';img.style.display='block';});
 gd.on('plotly_unhover',function(){img.style.display='none';});})();
 """
+
+
+def hover_script(thumbnails: Sequence[str] | None) -> str:
+    """The post_script for plotly's ``to_html``/``write_html``: the thumbnail array + hover handler."""
+    return f"var THUMBS={json.dumps(list(thumbnails or []))};\n" + HOVER_THUMBNAIL_JS
 
 
 @dataclasses.dataclass
@@ -43,6 +51,7 @@ class Figure2:
     embeddings: dict[str, np.ndarray]
     metrics: pd.DataFrame | None
     params: dict[str, Any]
+    thumbnails: list[str] = dataclasses.field(default_factory=list)  # indexed by customdata[-1]
 
     def save(self, out_dir: str | Path, stem: str = "figure2", include_plotlyjs: bool | str = True,
              dpi: int = 150) -> dict[str, Path]:
@@ -52,7 +61,7 @@ class Figure2:
         # write_html (not to_html) so include_plotlyjs="directory" also writes plotly.min.js beside it.
         with atomic_path(out / f"{stem}.html") as tmp:
             self.plotly.write_html(str(tmp), include_plotlyjs=include_plotlyjs, full_html=True,
-                                   post_script=HOVER_THUMBNAIL_JS)
+                                   post_script=hover_script(self.thumbnails))
         paths = {"html": out / f"{stem}.html"}
         with atomic_path(out / f"{stem}.png") as tmp:
             self.matplotlib.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
@@ -60,15 +69,18 @@ class Figure2:
         return paths
 
 
-def thumbnail_uri(image: np.ndarray, size: int = 64) -> str:
-    """uint8 (H, W, 3) -> small PNG as a ``data:image/png;base64,...`` URI (hover previews)."""
+def thumbnail_uri(image: np.ndarray, size: int = 48, quality: int = 80) -> str:
+    """uint8 (H, W, 3) -> small JPEG ``data:image/jpeg;base64,...`` URI for hover previews.
+
+    JPEG at 48 px is ~1.5 kB, so 10,000 patches add ~15 MB to the HTML (PNG would be ~4× more).
+    """
     from PIL import Image
 
     im = Image.fromarray(np.asarray(image, dtype=np.uint8))
     im.thumbnail((size, size))
     buf = io.BytesIO()
-    im.save(buf, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    im.save(buf, format="JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def slide_colours(slides: Sequence[str]) -> dict[str, str]:
@@ -133,10 +145,24 @@ def figure2(
     colours = slide_colours(all_groups)
     captions = {t: (format_metrics(metrics, t) if metrics is not None else "") for t in titles}
 
+    # One shared thumbnail array; per panel an offset (panels showing the same list share it).
+    all_thumbs: list[str] = []
+    offsets: dict[str, int] = {}
+    seen: dict[int, int] = {}
+    for t in titles:
+        th = thumbnails.get(t) if isinstance(thumbnails, Mapping) else thumbnails
+        if th is None:
+            continue
+        if len(th) != len(panels[t][1]):
+            raise ValueError(f"figure2: panel {t!r} has {len(panels[t][1])} points but {len(th)} thumbnails")
+        if id(th) not in seen:
+            seen[id(th)] = len(all_thumbs)
+            all_thumbs.extend(th)
+        offsets[t] = seen[id(th)]
+
     fig = make_subplots(rows=1, cols=len(titles), subplot_titles=titles, horizontal_spacing=0.04)
     for j, t in enumerate(titles, start=1):
         meta = panels[t][1].reset_index(drop=True)
-        thumbs = thumbnails.get(t) if isinstance(thumbnails, Mapping) else thumbnails
         groups = meta[color_by].astype(str).to_numpy()
         for g in all_groups:
             ix = np.flatnonzero(groups == g)
@@ -146,8 +172,8 @@ def figure2(
                 groups[ix],
                 meta["class_name"].astype(str).to_numpy()[ix] if "class_name" in meta else np.full(len(ix), ""),
                 meta["slide_id"].astype(str).to_numpy()[ix] if "slide_id" in meta else np.full(len(ix), ""),
-                np.asarray(thumbs, dtype=object)[ix] if thumbs is not None else np.full(len(ix), ""),
-            ])
+                (ix + offsets[t]) if t in offsets else np.full(len(ix), -1),
+            ]).astype(object)
             fig.add_trace(go.Scattergl(
                 x=coords[t][ix, 0], y=coords[t][ix, 1], mode="markers", name=g, legendgroup=g,
                 showlegend=(j == 1), marker={"size": marker_size, "color": colours[g], "opacity": 0.8},
@@ -178,7 +204,7 @@ def figure2(
                            frameon=False)
     mfig.tight_layout()
     params = {"method": method, "perplexity": perplexity, "seed": seed, "color_by": color_by, "panels": titles}
-    return Figure2(fig, mfig, coords, metrics, params)
+    return Figure2(fig, mfig, coords, metrics, params, all_thumbs)
 
 
 def collapse_report(*args: Any, **kwargs: Any) -> Any:

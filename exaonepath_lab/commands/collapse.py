@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def thumbnails_for(meta: Any, size: int = 64) -> list[str] | None:
+def thumbnails_for(meta: Any, size: int = 48) -> list[str] | None:
     """Thumbnails of ``meta`` rows read from their sources (slides via OpenSlide or image files); None if unreadable."""
     import numpy as np
 
@@ -102,7 +102,13 @@ def run(args: argparse.Namespace) -> int:
     first = next(iter(sampled.values()))
     same = all(len(m) == len(first) and (m["slide_id"].to_numpy() == first["slide_id"].to_numpy()).all()
                for m in sampled.values())
-    thumbs = None if args.no_thumbnails else {n: t for n, m in sampled.items() if (t := thumbnails_for(m)) is not None}
+    thumbs = None
+    if not args.no_thumbnails:
+        if same:  # the same patches in every panel: read and store their thumbnails once
+            t0 = thumbnails_for(first)
+            thumbs = {n: t0 for n in sampled} if t0 is not None else None
+        else:
+            thumbs = {n: t for n, m in sampled.items() if (t := thumbnails_for(m)) is not None}
     inc: Any = {"true": True, "false": False}.get(args.include_plotlyjs.lower(), args.include_plotlyjs)
     fig = figure2(panels, metrics=metrics, method=args.method, perplexity=args.perplexity, seed=args.seed,
                   color_by=args.color_by, thumbnails=thumbs or None)
