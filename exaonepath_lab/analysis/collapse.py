@@ -54,6 +54,7 @@ def knn(features: np.ndarray, k: int, *, chunk: int = 2048) -> tuple[np.ndarray,
     x = torch.from_numpy(l2_normalize(features))
     n = len(x)
     k = int(min(k, n - 1))
+    chunk = max(64, min(chunk, 100_000_000 // max(n, 1)))  # a chunk × N similarity block stays ≤ 400 MB
     idx = np.empty((n, k), dtype=np.int64)
     dist = np.empty((n, k), dtype=np.float32)
     for lo in range(0, n, chunk):
@@ -77,6 +78,7 @@ def silhouette_per_point(features: np.ndarray, slides: np.ndarray, *, chunk: int
     x = torch.from_numpy(l2_normalize(features))
     codes = np.unique(np.asarray(slides).astype(str), return_inverse=True)[1]
     n, c = len(x), int(codes.max()) + 1
+    chunk = max(64, min(chunk, 50_000_000 // max(n, 1)))
     onehot = torch.zeros(n, c)
     onehot[torch.arange(n), torch.from_numpy(codes)] = 1.0
     size = onehot.sum(0)

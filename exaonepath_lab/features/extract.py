@@ -125,7 +125,7 @@ def extract_features(
     feats: list[np.ndarray | None] = [None] * n_chunks
     stats: list[np.ndarray | None] = [None] * n_chunks
     new = 0
-    pin = torch.device(getattr(encoder, "device", "cpu")).type == "cuda"
+    on_gpu = torch.device(getattr(encoder, "device", "cpu")).type == "cuda"
     bar = tqdm(total=n, disable=not progress, desc=f"features {encoder.name}", unit="img")
     try:
         for c in range(n_chunks):
@@ -136,7 +136,7 @@ def extract_features(
                 continue
             if max_chunks is not None and new >= max_chunks:
                 raise InterruptedError(f"stopped after {new} new chunks (max_chunks); rerun to resume")
-            f, s = _run_chunk(encoder, dataset, range(lo, hi), pre, normalizer, batch_size, num_workers, pin, bar)
+            f, s = _run_chunk(encoder, dataset, range(lo, hi), pre, normalizer, batch_size, num_workers, on_gpu, bar)
             feats[c], stats[c] = f, np.array(s, dtype=str)
             if parts is not None:
                 parts.write(c, f, s)
@@ -155,7 +155,7 @@ def extract_features(
 
 
 def _run_chunk(encoder: Any, dataset: Any, idx: range, pre: Preprocessing, normalizer: Any,
-               batch_size: int, num_workers: int, pin: bool, bar: Any) -> tuple[np.ndarray, list[str]]:
+               batch_size: int, num_workers: int, on_gpu: bool, bar: Any) -> tuple[np.ndarray, list[str]]:
     loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(dataset, list(idx)), batch_size=batch_size, shuffle=False,
         num_workers=num_workers, collate_fn=_collate, pin_memory=False,
@@ -168,9 +168,8 @@ def _run_chunk(encoder: Any, dataset: Any, idx: range, pre: Preprocessing, norma
             imgs, st = normalize_stain(normalizer, imgs)
         else:
             st = ["none"] * len(imgs)
-        x = pre(imgs)
-        if pin:
-            x = x.pin_memory()
+        # On CUDA, preprocess on the GPU (uint8 transfer); on CPU, where the encoder is.
+        x = pre(imgs, device=getattr(encoder, "device", None) if on_gpu else None)
         out.append(encoder(x).detach().cpu().numpy().astype(np.float32))
         status.extend(st)
         bar.update(len(items))

@@ -41,11 +41,18 @@ class Preprocessing:
         return {"resize_size": self.resize_size, "crop_size": self.crop_size, "interpolation": self.interpolation,
                 "mean": [float(m) for m in self.mean], "std": [float(s) for s in self.std], "antialias": True}
 
-    def __call__(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        """List of uint8 (H, W, 3) -> float32 (N, 3, H', W')."""
+    def __call__(self, images: Sequence[np.ndarray], device: str | torch.device | None = None) -> torch.Tensor:
+        """List of uint8 (H, W, 3) -> float32 (N, 3, H', W') on ``device`` (default CPU).
+
+        On a GPU the uint8 batch is copied first and resized there (4× less to transfer than float,
+        and bicubic resizing is then no CPU bottleneck).
+        """
         out: list[torch.Tensor | None] = [None] * len(images)
         for shape, idx in _group_by_shape(images).items():
-            x = torch.from_numpy(np.stack([images[i] for i in idx])).permute(0, 3, 1, 2).float()
+            x = torch.from_numpy(np.stack([images[i] for i in idx]))
+            if device is not None:
+                x = x.to(device, non_blocking=True)
+            x = x.permute(0, 3, 1, 2).float()
             if self.resize_size is not None:
                 h, w = shape[:2]
                 s = self.resize_size / min(h, w)
@@ -62,8 +69,8 @@ class Preprocessing:
             raise ValueError(f"images of different sizes {sorted(shapes)} in one batch with resize/crop switched off; "
                              "switch resize/crop on or tile at one size")
         x = torch.stack(out) / 255.0  # type: ignore[arg-type]
-        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
-        std = torch.tensor(self.std).view(1, 3, 1, 1)
+        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
         return (x - mean) / std
 
 
