@@ -199,6 +199,9 @@ def stage_train(cfg: DemoConfig, out: Path, tile_dir: str, normalize: bool) -> d
         over["max_iters"] = int(cfg.train_iters)
         over["warmup_iters"] = max(1, min(20, int(cfg.train_iters) // 4))
         over["warmup_teacher_temp_iters"] = max(1, int(cfg.train_iters) // 2)
+    if cfg.smoke:
+        # the smoke cohort holds ~60 patches, fewer than one cpu-demo batch of 64 (the trainer refuses that)
+        over["batch_size"] = 16
     pcfg = get_preset("cpu-demo", **over)
     res = train(pcfg)
     if res.status != "completed" or res.checkpoint is None:
