@@ -91,7 +91,7 @@ def test_resume_reproduces_the_uninterrupted_run(tiles: ArrayDataset, tmp_path: 
     # the log of the resumed run has each iteration once, and the artefacts exist
     rows = [json.loads(line) for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
     assert [r["it"] for r in rows if "loss" in r] == list(range(6))
-    for name in ("config.json", "curves.png", "curves.html", "run_report.json"):
+    for name in ("config.json", "curves.png", "curves.html", "run_report.json", "log.csv"):
         assert (tmp_path / "split" / name).is_file(), name
     assert json.loads((tmp_path / "split" / "config.json").read_text())["out_dim"] == 64
     # resuming with different maths is refused, naming the key

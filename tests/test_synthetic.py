@@ -257,3 +257,27 @@ def test_strip_upsampling_matches_remap(mpp):
     got = np.concatenate([up(field, y0, min(H, y0 + up.strip_px)).copy() for y0 in range(0, H, up.strip_px)])
     assert got.shape == ref.shape
     np.testing.assert_allclose(got, ref, atol=2e-3)  # cv2 interpolates with fixed-point weights
+
+
+def test_pen_mark_and_fold_are_drawn():
+    """The optional artefacts exist in the pixels: green ink where no H&E pixel is green, and a
+    fold that darkens tissue (a doubled section) without changing the class map."""
+    import dataclasses
+
+    base = SlideSpec("a", seed=4, width_um=360, height_um=360, tissue_coverage=0.7)
+    plain = render_slide(base)
+    pen = render_slide(dataclasses.replace(base, pen_mark="green"))
+    fold = render_slide(dataclasses.replace(base, fold=True))
+
+    def green(x: np.ndarray) -> float:
+        x = x.astype(int)
+        return float(((x[..., 1] > x[..., 0] + 25) & (x[..., 1] > x[..., 2] + 10)).mean())
+
+    assert green(plain.rgb) < 0.001 < 0.02 < green(pen.rgb)
+    assert np.array_equal(fold.classmap, plain.classmap) and np.array_equal(pen.classmap, plain.classmap)
+    # Artefacts draw from their own random streams: the slide around them is pixel-identical.
+    assert (pen.rgb == plain.rgb).all(-1).mean() > 0.5
+    tissue = cv2.resize((plain.classmap > 0).astype(np.uint8), plain.rgb.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
+    darker = rgb_to_od(fold.rgb).sum(-1) - rgb_to_od(plain.rgb).sum(-1)
+    assert np.median(np.abs(darker[tissue])) < 0.02  # unchanged away from the fold
+    assert (darker[tissue] > 0.3).mean() > 0.02  # a band of doubled section

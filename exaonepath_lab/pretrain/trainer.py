@@ -366,9 +366,13 @@ def train(
             "checkpoint": str(ckpt_path) if ckpt_path.is_file() else None,
         })
         try:
-            from .curves import save_curves
+            from .curves import read_log, save_curves
 
             save_curves(log_path, out, out_dim=cfg.out_dim)
+            import pandas as pd
+
+            with atomic_path(out / "log.csv") as tmp:  # the same metrics as a table, for spreadsheets
+                pd.DataFrame(read_log(log_path)).to_csv(tmp, index=False)
         except ValueError:
             pass  # nothing logged yet (e.g. stop_at == resumed iteration)
     D.barrier()
