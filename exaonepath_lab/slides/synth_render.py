@@ -247,13 +247,14 @@ def build_fine_fields(spec: SlideSpec, rng: np.random.Generator) -> dict[str, np
     dist = cv2.distanceTransform(tissue.astype(np.uint8), cv2.DIST_L2, 5) * FINE_UM if not tissue.all() else np.full(shape, 1e3, np.float32)
     thick = (0.4 + 0.6 * np.clip(dist / 35.0, 0, 1)) * (1.0 + 0.12 * smooth_noise(rng, shape, 400.0))
     if spec.fold and tissue.any():
+        frng = np.random.default_rng([spec.seed, 1])  # own stream: a fold leaves the rest of the slide as is
         ys, xs = np.nonzero(tissue[::8, ::8])
-        i = rng.integers(len(ys))
-        py, px, a = ys[i] * 8, xs[i] * 8, rng.uniform(0, np.pi)
+        i = frng.integers(len(ys))
+        py, px, a = ys[i] * 8, xs[i] * 8, frng.uniform(0, np.pi)
         yy = np.arange(shape[0], dtype=np.float32)[:, None] - py
         xx = np.arange(shape[1], dtype=np.float32)[None, :] - px
         d = (xx * np.sin(a) - yy * np.cos(a)) * FINE_UM
-        thick *= 1.0 + 0.9 * np.exp(-((d / rng.uniform(25, 45)) ** 2))  # a fold doubles the section
+        thick *= 1.0 + 0.9 * np.exp(-((d / frng.uniform(25, 45)) ** 2))  # a fold doubles the section
     thick = (thick * tissue).astype(np.float32)
 
     e_noise = 1.0 + 0.22 * smooth_noise(rng, shape, 30.0)
@@ -277,15 +278,16 @@ def build_fine_fields(spec: SlideSpec, rng: np.random.Generator) -> dict[str, np
         ),
     }
     if spec.pen_mark:
+        prng = np.random.default_rng([spec.seed, 2])  # own stream: the slide under the ink is unchanged
         ink = np.zeros(shape, dtype=np.uint8)
         t = np.linspace(0, 1, 12)
-        x0, y0 = rng.uniform(0.1, 0.3) * shape[1], rng.uniform(0.05, 0.95) * shape[0]
-        x1, y1 = rng.uniform(0.7, 0.9) * shape[1], rng.uniform(0.05, 0.95) * shape[0]
-        bend = rng.uniform(-0.25, 0.25) * shape[0]
+        x0, y0 = prng.uniform(0.1, 0.3) * shape[1], prng.uniform(0.05, 0.95) * shape[0]
+        x1, y1 = prng.uniform(0.7, 0.9) * shape[1], prng.uniform(0.05, 0.95) * shape[0]
+        bend = prng.uniform(-0.25, 0.25) * shape[0]
         pts = np.stack([x0 + (x1 - x0) * t, y0 + (y1 - y0) * t + bend * np.sin(np.pi * t)], 1)
-        cv2.polylines(ink, [np.round(pts).astype(np.int32)], False, 255, int(rng.uniform(40, 70) / FINE_UM), cv2.LINE_AA)
+        cv2.polylines(ink, [np.round(pts).astype(np.int32)], False, 255, int(prng.uniform(40, 70) / FINE_UM), cv2.LINE_AA)
         ink_f = cv2.GaussianBlur(ink.astype(np.float32) / 255.0, (0, 0), 6.0 / FINE_UM)
-        out["ink"] = (ink_f * 0.9 * (1.0 + 0.25 * smooth_noise(rng, shape, 80.0))).clip(0, None).astype(np.float32)
+        out["ink"] = (ink_f * 0.9 * (1.0 + 0.25 * smooth_noise(prng, shape, 80.0))).clip(0, None).astype(np.float32)
     return out
 
 
