@@ -24,7 +24,7 @@ from exaonepath_lab.pretrain.launch import DinoTrainJob, LaunchConfig, make_exec
 REAL_HE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real_he"
 TILES = REAL_HE / "multi_source" / "mopadi" / "TCGA-3X-AAVA-01Z-00-DX1"  # six 256 px tiles of one slide
 TINY = (
-    "batch_size=2", "max_iters=30", "n_local_crops=2", "out_dim=64", "head_hidden_dim=32",
+    "batch_size=2", "max_iters=20", "n_local_crops=2", "out_dim=64", "head_hidden_dim=32",
     "head_bottleneck_dim=16", 'timm_kwargs={"img_size":32,"patch_size":8,"depth":1,"embed_dim":32,"num_heads":2}',
     "global_crop_size=32", "local_crop_size=16", "normalize=false", "num_threads=1", "warmup_iters=2",
     "warmup_teacher_temp_iters=2", "checkpoint_every=1000",
@@ -36,6 +36,7 @@ def _children(pid: int) -> list[int]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the task process through /proc")
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_submitit_preemption_requeues_and_resumes(tmp_path, monkeypatch):
     if not TILES.is_dir():
@@ -55,15 +56,15 @@ def test_submitit_preemption_requeues_and_resumes(tmp_path, monkeypatch):
     assert job.result() == 0, job.stderr()
 
     out = job.stdout()  # both runs of the task append to the job's log, as on SLURM
-    stop = re.search(r"preempted at iteration (\d+)/30", out)
-    assert stop and 2 <= int(stop.group(1)) < 30, out
-    assert "completed at iteration 30/30" in out
+    stop = re.search(r"preempted at iteration (\d+)/20", out)
+    assert stop and 2 <= int(stop.group(1)) < 20, out
+    assert "completed at iteration 20/20" in out
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     report = json.loads((tmp_path / "run" / "run_report.json").read_text())
-    assert (report["status"], report["iteration"], report["total_iters"]) == ("completed", 30, 30)
+    assert (report["status"], report["iteration"], report["total_iters"]) == ("completed", 20, 20)
     # Every iteration was run exactly once (the resumed run continued, it did not restart).
     its = [r["it"] for r in rows if "loss" in r and "event" not in r]
-    assert its == list(range(30)), its
+    assert its == list(range(20)), its
     # submitit requeued the job with the command checkpoint() produced.
     submitted = Path(str(job.paths.submitted_pickle))
     with submitted.open("rb") as f:

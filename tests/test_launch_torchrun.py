@@ -28,6 +28,7 @@ TINY = (
 )
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_torchrun_script_forwards_preemption_signal(tmp_path):
     if not TILES.is_dir():
