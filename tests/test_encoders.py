@@ -1,6 +1,7 @@
 """Encoder registry: presets, strict checkpoint loading, prefixes, key mapping, seeded random init."""
 from __future__ import annotations
 
+import argparse
 import warnings
 from pathlib import Path
 
@@ -115,7 +116,7 @@ def test_prefixes_are_stripped_and_dino_head_keys_listed(tmp_path: Path) -> None
     dino = {f"module.backbone.{k}": v for k, v in m.state_dict().items()}
     dino["module.head.last_layer.weight_g"] = torch.ones(10, 1)
     path = tmp_path / "dino_teacher.pth"
-    torch.save({"teacher": dino, "epoch": 3}, path)
+    torch.save({"teacher": dino, "epoch": 3, "args": argparse.Namespace(arch="vit_tiny")}, path)  # as DINO saves
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         enc = create_encoder("timm:vit_tiny_patch16_224", checkpoint=path, **TINY)

@@ -59,8 +59,12 @@ def read_weight_file(path: str | Path) -> dict[str, object]:
             return dict(load_file(str(path), device="cpu"))
         except Exception as e:
             raise ValueError(f"cannot read safetensors file {path}: {e}. Is the download complete?") from e
+    import argparse
+
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        # DINO's checkpoints carry an argparse.Namespace ("args"): allow that one plain class, nothing else.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ValueError(
             f"cannot read {path} as a weights-only torch file ({type(e).__name__}: {str(e)[:200]}). "
