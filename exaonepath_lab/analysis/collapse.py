@@ -29,7 +29,6 @@ points instead. Percentile interval, seeded.
 """
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
