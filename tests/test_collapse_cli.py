@@ -60,3 +60,24 @@ def test_cli_errors_name_the_fix(tmp_path: Path, image_folder: Path, capsys: pyt
     assert rc == 1 and "random:exaonepath" in capsys.readouterr().err
     rc = main(["extract", *ENC, "--images", str(image_folder), "--out", str(tmp_path / "x.h5"), "--stain-target", "t.json"])
     assert rc == 1 and "--normalize" in capsys.readouterr().err
+
+
+def test_extract_from_tiled_synthetic_cohort_carries_labels(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from exaonepath_lab.slides.synthetic import make_cohort
+    from exaonepath_lab.tiling.run import run_tiling
+
+    make_cohort(tmp_path / "cohort", 2, 0, mpps=(0.5,), size_um=(600, 800), progress=False, workers=1)
+    run_tiling(tmp_path / "cohort", tmp_path / "tiles", progress=False)
+    out = tmp_path / "tiles.h5"
+    assert main(["extract", *ENC, "--tiles", str(tmp_path / "tiles"), "--out-px", "64", "--max-per-slide", "12",
+                 "--no-resize", "--quiet", "--out", str(out)]) == 0
+    fs = load_features(out)
+    assert fs.meta["slide_id"].nunique() == 2 and {"x", "y", "label", "slide_path"} <= set(fs.meta.columns)
+    assert (fs.meta["label"] >= 0).any()
+    capsys.readouterr()
+    rc = main(["collapse", str(out), "--out", str(tmp_path / "c"), "--method", "pca", "--n-boot", "10", "--k", "3",
+               "--include-plotlyjs", "false"])
+    assert rc == 0
+    m = pd.read_csv(tmp_path / "c" / "metrics.csv")
+    assert "robustness_index" in set(m["metric"])  # tissue labels from the class map enable RI
+    assert (tmp_path / "c" / "figure2.html").read_text().count("data:image/jpeg;base64,") == len(fs)  # via OpenSlide
