@@ -190,10 +190,11 @@ def figure2(
     mfig, axes = plt.subplots(1, len(titles), figsize=(4.4 * len(titles), 5.0), squeeze=False)
     for ax, t in zip(axes[0], titles):
         groups = panels[t][1][color_by].astype(str).to_numpy()
+        dot = float(np.clip(3000.0 / max(len(groups), 1), 1.5, 25.0))  # pt²: readable at 30 and 10,000 points
         for g in all_groups:
             ix = groups == g
             if ix.any():
-                ax.scatter(coords[t][ix, 0], coords[t][ix, 1], s=marker_size / 2, c=colours[g], label=g,
+                ax.scatter(coords[t][ix, 0], coords[t][ix, 1], s=dot, c=colours[g], label=g,
                            alpha=0.8, linewidths=0, rasterized=True)
         ax.set_title(t, fontsize=10)
         ax.set_xticks([])
