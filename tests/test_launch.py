@@ -111,8 +111,11 @@ def test_batch_split_arithmetic_and_errors(tmp_path):
     with pytest.raises(ValueError, match="batch per GPU 32 × 80 GPUs = 2560, not the global batch 5120"):
         plan_launch(_paper(tmp_path, overrides=("batch_size=32",), global_batch=5120))
     # ... other presets keep their per-GPU batch.
+    from exaonepath_lab.pretrain.presets import get_preset
+
+    per = get_preset("cpu-demo").batch_size
     demo = plan_launch(LaunchConfig(preset="cpu-demo", data="d", out=str(tmp_path), nodes=1, gpus_per_node=2))
-    assert (demo.batch_per_gpu, demo.global_batch) == (64, 128)
+    assert (demo.batch_per_gpu, demo.global_batch) == (per, 2 * per)
 
 
 def test_config_validation_messages(tmp_path):
