@@ -234,6 +234,8 @@ def test_torchrun_two_cpu_processes_stay_identical(tmp_path: Path) -> None:
     s0, s1 = (torch.load(out / f"rank{i}.pt", weights_only=False) for i in (0, 1))
     for part in ("student", "teacher"):
         for k in s0[part]:
+            if "running_" in k or "num_batches_tracked" in k:
+                continue  # BN statistics of the head are per rank on CPU (no SyncBatchNorm without CUDA)
             assert torch.equal(s0[part][k], s1[part][k]), f"{part}.{k} differs between ranks"
     assert s0["losses"] != s1["losses"]  # each rank saw its own shard of the data
     conf = json.loads((out / "config.json").read_text())
