@@ -61,7 +61,9 @@ class CollapseExplorer:
         self.perplexity = w.IntSlider(value=30, min=5, max=100, step=5, description="perplexity")
         self.colour = w.Dropdown(options=colour_opts, value=colour_opts[0], description="colour by")
         self.caption = w.HTML()
-        self.output = w.Output()
+        # An HTML widget holding an iframe (not an Output widget): headless runners (nbclient/papermill)
+        # can hang on Output-widget capture (jupyter/nbclient#312), and the iframe runs plotly's script.
+        self.output = w.HTML()
         for c in (self.encoder, self.normalization, self.method, self.perplexity, self.colour):
             c.observe(lambda _change: self.update(), names="value")
         self.widget = w.VBox([w.HBox([self.encoder, self.normalization, self.colour]),
@@ -92,11 +94,9 @@ class CollapseExplorer:
 
     def update(self) -> None:
         """Redraw for the current widget values."""
-        from IPython.display import HTML, display
-
         if self.key not in self.sets:
             self.caption.value = f"<b>no features for {self.key}</b> (available: {sorted(self.sets)})"
-            self.output.clear_output()
+            self.output.value = ""
             self.figure, self.html = None, ""
             return
         feats, meta = self.sets[self.key]
@@ -113,10 +113,8 @@ class CollapseExplorer:
         self.caption.value = format_metrics(met, title)
         self.html = fig.plotly.to_html(full_html=False, include_plotlyjs=self.include_plotlyjs,
                                        post_script=hover_script(fig.thumbnails))
-        from IPython import get_ipython
+        import html as _html
 
-        if get_ipython() is None:  # plain Python (scripts, tests): keep the HTML, print nothing
-            return
-        with self.output:
-            self.output.clear_output(wait=True)
-            display(HTML(self.html))
+        page = f"<html><head><meta charset='utf-8'></head><body style='margin:0'>{self.html}</body></html>"
+        self.output.value = (f'<iframe srcdoc="{_html.escape(page, quote=True)}" '
+                             'style="width:100%;height:560px;border:0"></iframe>')
