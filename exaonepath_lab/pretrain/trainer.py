@@ -92,7 +92,7 @@ def build_models(cfg: PretrainConfig) -> tuple[MultiCropWrapper, MultiCropWrappe
     return student, teacher, {"timm_name": cfg.timm_name, "timm_kwargs": kw}, report
 
 
-def build_augment(cfg: PretrainConfig, blur_sigma: tuple[float, float] | None = None) -> MultiCropAugment:
+def build_augment(cfg: PretrainConfig) -> MultiCropAugment:
     """The multi-crop transform of a config."""
     return MultiCropAugment(
         global_size=cfg.global_crop_size, local_size=cfg.local_crop_size, n_local=cfg.n_local_crops,
