@@ -88,6 +88,7 @@ pd.Series(configs["macenko"].to_dict()).to_frame("cpu-demo")
 def live_figure(logs: dict, out_dim: int) -> go.Figure:
     fig = make_subplots(rows=1, cols=3, subplot_titles=("DINO loss", "teacher entropy (per sample)", "lr"))
     for name, rows in logs.items():
+        rows = [r for r in rows if "loss" in r]  # iteration rows only (the log also records events)
         it = [r["it"] for r in rows]
         fig.add_trace(go.Scatter(x=it, y=[r["loss"] for r in rows], name=f"{name}: loss"), 1, 1)
         fig.add_trace(go.Scatter(x=it, y=[r["teacher_entropy"] for r in rows], name=f"{name}: entropy"), 1, 2)
@@ -116,7 +117,8 @@ for name, res in results.items():
     print(f"{name}: status {res.status}, final loss {res.final.get('loss'):.3f} "
           f"(ln out_dim = {math.log(configs[name].out_dim):.3f}), collapse warnings: {res.collapse_warnings or 'none'}, "
           f"Macenko outcomes: {res.stain_counts}")
-plot_curves_plotly(logs["macenko"], out_dim=configs["macenko"].out_dim, title="all metrics, Macenko run").show()
+plot_curves_plotly([r for r in logs["macenko"] if "loss" in r], out_dim=configs["macenko"].out_dim,
+                   title="all metrics, Macenko run").show()
 
 # %% [markdown]
 # ## Did it learn?
