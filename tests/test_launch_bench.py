@@ -72,6 +72,8 @@ def test_gpu_bench_pieces_run_on_cpu_with_a_tiny_model():
     assert B.counted_flops_per_image(cfg, images, torch.device("cpu")) == B.analytic_flops_per_image(cfg)
     ours = B.run_ours(cfg, ds, B.WARMUP + 1)
     assert ours["img_per_s"] > 0 and math.isfinite(ours["final_loss"])
+    # The lightly side of the comparison needs the benchmark-only extra (`pip install -e '.[bench]'`).
+    pytest.importorskip("lightly", reason="lightly is a benchmark-only dependency (extra `bench`)")
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
