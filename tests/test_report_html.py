@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from exaonepath_lab.report.html import HtmlReport, df_to_markdown
+from exaonepath_lab.report.html import HtmlReport
 
 
 def test_report_is_offline_and_contains_everything(tmp_path) -> None:
@@ -38,8 +38,3 @@ def test_report_is_offline_and_contains_everything(tmp_path) -> None:
     assert "Demo &lt;report&gt;" in text and "MPP of patches & more" in text
     assert len(re.findall(r'class="fig"', text)) == 2
     assert not list(tmp_path.glob("*.part*")), "temporary files left behind"
-
-
-def test_markdown_table() -> None:
-    md = df_to_markdown(pd.DataFrame({"m": ["x"], "v": [0.5], "w": [float("nan")]}))
-    assert md.splitlines() == ["| m | v | w |", "|---|---|---|", "| x | 0.500 | – |"]

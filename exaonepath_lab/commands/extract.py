@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
+
+from ._args import parse_key_values
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,20 +57,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def parse_kw(items: list[str]) -> dict[str, Any]:
-    """``["img_size=96", "mean=[0.5,0.5,0.5]"]`` -> dict, values parsed as JSON when possible."""
-    out: dict[str, Any] = {}
-    for it in items:
-        if "=" not in it:
-            raise ValueError(f"--encoder-kw expects KEY=VALUE, got {it!r}")
-        k, v = it.split("=", 1)
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v
-    return out
-
-
 def make_normalizer(normalize: bool, target: str | None, policy: str, backend: str) -> Any:
     if not normalize:
         if target:
@@ -106,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         from ..datasets import ImageFolderDataset
 
         ds = ImageFolderDataset(args.images, labels_from_dirs=args.class_dirs)
-    encoder = create_encoder(args.encoder, checkpoint=args.checkpoint, device=args.device, **parse_kw(args.encoder_kw))
+    encoder = create_encoder(args.encoder, checkpoint=args.checkpoint, device=args.device, **parse_key_values(args.encoder_kw, "--encoder-kw"))
     normalizer = make_normalizer(args.normalize, args.stain_target, args.stain_policy, args.stain_backend)
     fs = extract_features(encoder, ds, normalizer=normalizer, batch_size=args.batch_size, num_workers=args.num_workers,
                           cache_path=args.out, progress=not args.quiet, resize=cfg.resize, crop=cfg.crop,

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._args import parse_key_values
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -62,21 +64,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _kw(items: list[str]) -> dict:
-    import json
-
-    out = {}
-    for it in items:
-        k, sep, v = it.partition("=")
-        if not sep:
-            raise ValueError(f"--encoder-kw {it!r}: use KEY=VALUE")
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -96,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
                       feature_norm=args.feature_norm, selection=args.selection, eval_every=args.eval_every,
                       seeds=tuple(args.seeds))
     ds = load_dataset(args.dataset, args.root, split_seed=args.split_seed, split_dir=args.split_dir)
-    encoder = create_encoder(args.encoder, checkpoint=args.checkpoint, device=args.device, **_kw(args.encoder_kw))
+    encoder = create_encoder(args.encoder, checkpoint=args.checkpoint, device=args.device, **parse_key_values(args.encoder_kw, "--encoder-kw"))
     normalizer = None
     if args.normalize:
         from ..stain.macenko import MacenkoNormalizer

@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from ._args import parse_key_values
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -57,26 +59,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["lr=1e-3", "global_crop_scale=[0.25,1]"]`` -> dict (JSON values, else strings)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. --set lr=5e-4")
-        k, v = item.split("=", 1)
-        try:
-            out[k.strip()] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k.strip()] = v
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     from ..pretrain.checkpoint import latest_checkpoint
     from ..pretrain.config import PretrainConfig
     from ..pretrain.presets import get_preset
 
-    over = parse_overrides(args.overrides)
+    over = parse_key_values(args.overrides, "--set")
     known = {f.name for f in dataclasses.fields(PretrainConfig)}
     unknown = sorted(set(over) - known)
     if unknown:

@@ -12,7 +12,7 @@ import html
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -126,22 +126,3 @@ def write_plotlyjs(out_dir: str | os.PathLike) -> Path:
     if not target.exists() or target.stat().st_size != len(js.encode()):
         write_text_atomic(target, js)
     return target
-
-
-def df_to_markdown(df: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
-    """Plain GitHub markdown table (no ``tabulate`` dependency)."""
-    cols = [str(c) for c in df.columns]
-
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return "–" if pd.isna(v) else floatfmt.format(v)
-        return "–" if v is None else str(v)
-
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
-
-
-def figures_in(sections: Sequence[Section]) -> int:
-    """Number of figure blocks (used by tests to check a report is not empty)."""
-    return sum(b.count('class="fig"') for s in sections for b in s.blocks)
