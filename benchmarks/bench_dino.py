@@ -164,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from exaonepath_lab.pretrain.presets import get_preset
 
-    cfg = get_preset(args.preset, num_threads=args.threads, device="cpu")
+    # load_px=None: both sides crop from the same 256 px patches (the preset's 64 px pre-read is a
+    # data-loading choice lightly's side does not make; it would inflate our ratio).
+    cfg = get_preset(args.preset, num_threads=args.threads, device="cpu", load_px=None)
     torch.set_num_threads(args.threads)
     ds = RealPatches(cfg.batch_size * (args.iters + 1))
     ours, theirs, ours_aug, theirs_aug = [], [], [], []

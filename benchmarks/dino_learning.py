@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from exaonepath_lab.commands.train import parse_overrides
+    from exaonepath_lab.commands._args import parse_key_values
     from exaonepath_lab.pretrain.data import ArrayDataset
     from exaonepath_lab.pretrain.evaluate import dataset_arrays, learning_check
     from exaonepath_lab.pretrain.presets import get_preset
@@ -49,10 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     run_tiling(work / "cohort", work / "tiles", TileConfig(), progress=False)
     ds = TiledPatchDataset(work / "tiles")
     images, labels, slides = dataset_arrays(ds)
+    labels = np.where(labels >= 1, labels, -1)  # tissue classes only: background (0) is not one
     prep_s = time.perf_counter() - t0
-    over = parse_overrides(args.overrides)
+    over = parse_key_values(args.overrides, "--set")
     out: dict = {"bench": "dino_learning", "slides": args.slides, "patches": int(len(images)),
-                 "classes": int(len(np.unique(labels[labels >= 0]))), "prep_s": round(prep_s, 1),
+                 "tissue_classes": int(len(np.unique(labels[labels >= 1]))), "prep_s": round(prep_s, 1),
                  "torch_threads": torch.get_num_threads()}
     for name, normalize in (("raw", False), ("norm", True)):
         if args.only and args.only != name:

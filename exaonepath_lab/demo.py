@@ -114,7 +114,13 @@ def stage_key(cfg: DemoConfig, stage: str) -> dict[str, Any]:
     if stage in ("probe", "table"):
         fields += ["probe_seeds", "probe_iterations"]
     d = cfg.to_dict()
-    return {f: d[f] for f in fields}
+    key = {f: d[f] for f in fields}
+    if stage in ("train", "collapse", "probe", "table"):
+        from .pretrain.presets import CPU_DEMO
+
+        # A changed cpu-demo preset (a kit update) retrains instead of reusing old checkpoints.
+        key["cpu_demo_preset"] = json.dumps(CPU_DEMO, sort_keys=True, default=str)
+    return key
 
 
 # ----------------------------------------------------------------------------- stages

@@ -4,6 +4,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -15,8 +17,8 @@
 #
 # EXAONEPath is DINO (Caron et al. 2021) on a ViT-B/16, trained on patches that were
 # **Macenko-normalized once per image, before the DINO augmentation, with probability 1**
-# (paper §3.3). Here the same code trains the `cpu-demo` preset — a 4-block, 192-wide ViT with 8 px
-# patches on 64 px global / 32 px local crops — on the demo cohort, twice: on raw patches and on
+# (paper §3.3). Here the same code trains the `cpu-demo` preset — a 4-block, 128-wide ViT with 8 px
+# patches on 32 px global / 16 px local crops of patches read at 64 px, 1,200 iterations — on the demo cohort, twice: on raw patches and on
 # normalized patches, and shows the curves while it trains.
 #
 # What to watch:

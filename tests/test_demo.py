@@ -54,3 +54,38 @@ def test_smoke_demo_writes_offline_report(smoke_inputs: dict) -> None:
     before = {p.name: p.stat().st_mtime for p in (out / "stages").glob("*.json")}
     run_demo(DemoConfig(out_dir=str(out), smoke=True), progress=False)
     assert before == {p.name: p.stat().st_mtime for p in (out / "stages").glob("*.json")}
+
+
+def test_report_reading_pairs_each_trained_encoder_with_its_own_twin() -> None:
+    """(a) is judged against the random twin on raw input, (c) against the twin on Macenko input;
+    the verdict follows the smaller margin (clear >= CLEAR_MARGIN, small, or none)."""
+    import pandas as pd
+
+    from exaonepath_lab.demo import PANEL_A, PANEL_B, PANEL_C
+    from exaonepath_lab.report.demo_report import CLEAR_MARGIN, PURITY, reading
+
+    metrics = pd.DataFrame([{"features": n, "metric": PURITY, "value": v, "ci_low": v - 0.05, "ci_high": v + 0.05,
+                             "chance": 0.0} for n, v in ((PANEL_A, 0.5), (PANEL_B, 0.2), (PANEL_C, 0.1))])
+
+    def verdict(a: float, c: float) -> tuple[str, str]:
+        knn = pd.DataFrame({"features": [PANEL_A, "random-init vit (raw)", PANEL_C, "random-init vit (macenko)"],
+                            "tissue_knn_bacc": [a, 0.25, c, 0.45]})
+        return [r for r in reading(metrics, knn, (PANEL_A, PANEL_B, PANEL_C)) if r[0].startswith("Tissue")][0]
+
+    # (a) 0.33 would lose to the Macenko twin (0.45) but beats its own raw twin (0.25) clearly.
+    text, kind = verdict(0.25 + CLEAR_MARGIN + 0.03, 0.45 + CLEAR_MARGIN + 0.01)
+    assert kind == "good" and f"{CLEAR_MARGIN + 0.03:+.2f}" in text
+    assert verdict(0.27, 0.52)[1] == "note"  # +0.02 on raw: beats, not clearly
+    assert verdict(0.30, 0.44)[1] == "bad" and "NOT" in verdict(0.30, 0.44)[0]
+
+
+def test_train_stage_key_follows_the_cpu_demo_preset(monkeypatch) -> None:
+    """A kit update that changes the cpu-demo preset must retrain, not reuse old checkpoints."""
+    from exaonepath_lab.demo import DemoConfig, stage_key
+    from exaonepath_lab.pretrain import presets
+
+    cfg = DemoConfig(out_dir="unused")
+    before = stage_key(cfg, "train")
+    assert stage_key(cfg, "synth") == stage_key(cfg, "synth") and "cpu_demo_preset" not in stage_key(cfg, "synth")
+    monkeypatch.setitem(presets.CPU_DEMO, "max_iters", presets.CPU_DEMO["max_iters"] + 1)
+    assert stage_key(cfg, "train") != before and stage_key(cfg, "collapse")["cpu_demo_preset"] != before["cpu_demo_preset"]

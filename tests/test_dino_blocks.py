@@ -72,6 +72,51 @@ def test_dino_loss_rejects_wrong_crop_count() -> None:
         DINOLoss(8, n_crops=4)(torch.zeros(9, 8), torch.zeros(6, 8), 0.04)
 
 
+def _ref_sinkhorn(logits: np.ndarray, temp: float, n_iters: int) -> np.ndarray:
+    # SwAV/DINOv2 written out in float64 numpy: Q = exp(l/T)^T, alternate row/column scaling.
+    q = np.exp(logits / temp).T
+    k, n = q.shape
+    q /= q.sum()
+    for _ in range(n_iters):
+        q /= q.sum(axis=1, keepdims=True) * k
+        q /= q.sum(axis=0, keepdims=True) * n
+    return (q * n).T
+
+
+def test_sinkhorn_knopp_matches_reference_and_equipartitions() -> None:
+    from exaonepath_lab.pretrain.loss import sinkhorn_knopp
+
+    rng = np.random.default_rng(1)
+    n, k = 24, 16
+    logits = rng.normal(scale=0.3, size=(n, k))
+    got = sinkhorn_knopp(torch.from_numpy(logits).float(), 0.1, n_iters=3).double().numpy()
+    np.testing.assert_allclose(got, _ref_sinkhorn(logits, 0.1, 3), rtol=2e-4, atol=1e-7)
+    np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-5)  # each sample: a distribution
+    many = sinkhorn_knopp(torch.from_numpy(logits).float(), 0.1, n_iters=50).double().numpy()
+    np.testing.assert_allclose(many.sum(0), n / k, rtol=1e-3)  # each prototype: the same mass
+    # A sharp temperature overflows a naive exp(l / T) in fp32; the kernel subtracts the max first.
+    sharp = sinkhorn_knopp(torch.from_numpy(logits * 100).float(), 0.02)
+    assert torch.isfinite(sharp).all() and float(sharp.sum(1).sub(1).abs().max()) < 1e-4
+
+
+def test_dino_loss_sinkhorn_centering_prevents_one_prototype_collapse() -> None:
+    # Every teacher output points at prototype 0: EMA centring (fresh centre) keeps the sharp
+    # one-hot target, Sinkhorn-Knopp spreads the batch over prototypes (batch entropy > 0).
+    k, b = 8, 16
+    t = torch.zeros(2 * b, k)
+    t[:, 0] = 5.0
+    t += 0.01 * torch.randn(2 * b, k, generator=torch.Generator().manual_seed(0))
+    s = torch.zeros(4 * b, k)
+    ema = DINOLoss(k, n_crops=4)
+    ema(s, t, 0.04)
+    sk = DINOLoss(k, n_crops=4, centering="sinkhorn")
+    sk(s, t, 0.04)
+    assert ema.last_stats.batch_entropy < 0.01
+    assert sk.last_stats.batch_entropy > 0.9 * math.log(k)
+    with pytest.raises(ValueError, match="centering"):
+        DINOLoss(k, n_crops=4, centering="mean")
+
+
 # ------------------------------------------------------------------------------------------------ head
 def test_head_is_cosine_to_normalised_prototypes() -> None:
     torch.manual_seed(0)

@@ -185,6 +185,36 @@ def test_collate_pads_mixed_sizes_and_normalizes_once() -> None:
         PretrainCollate()([{"image": imgs[0].astype(np.float32), "index": 0}])
 
 
+def test_collate_load_px_normalizes_at_native_size_then_area_resizes() -> None:
+    from PIL import Image
+
+    from exaonepath_lab.stain import MacenkoNormalizer
+
+    imgs, _ = real_tiles(2, size=64)
+    items = [{"image": im, "index": i} for i, im in enumerate(imgs)]
+    b = PretrainCollate(normalize=True, load_px=16)(items)
+    assert b["images"].shape == (2, 3, 16, 16) and b["sizes"].tolist() == [[16, 16], [16, 16]]
+    native = np.asarray(MacenkoNormalizer().normalize(imgs).images)
+    want = np.stack([np.asarray(Image.fromarray(im).resize((16, 16), Image.BOX)) for im in native])
+    np.testing.assert_array_equal(b["images"].permute(0, 2, 3, 1).numpy(), want)
+    # box filter = mean of each 4x4 block (independent check of "area resize")
+    blocks = native.astype(np.float64).reshape(2, 16, 4, 16, 4, 3).mean(axis=(2, 4))
+    assert np.abs(want.astype(np.float64) - blocks).max() <= 1.0
+    with pytest.raises(ValueError, match="load_px"):
+        cfg(Path("unused"), load_px=8)  # smaller than the 16 px global crops
+
+
+def test_resume_accepts_checkpoints_written_before_a_config_key_existed(tmp_path: Path) -> None:
+    from exaonepath_lab.pretrain.trainer import _check_resume_config
+
+    c = cfg(tmp_path)
+    saved = c.to_dict()
+    del saved["centering"]  # a checkpoint from before the option was added
+    _check_resume_config(saved, c, tmp_path / "checkpoint.pt")  # default value: same run
+    with pytest.raises(ValueError, match="centering"):
+        _check_resume_config(saved, cfg(tmp_path, centering="sinkhorn"), tmp_path / "checkpoint.pt")
+
+
 def test_epoch_sampler_is_deterministic_sharded_and_resumable() -> None:
     s0 = EpochSampler(50, batch_size=4, seed=3, rank=0, world_size=2)
     s1 = EpochSampler(50, batch_size=4, seed=3, rank=1, world_size=2)

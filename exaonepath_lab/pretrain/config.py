@@ -39,6 +39,12 @@ class PretrainConfig(JobConfig):
     stain_target: str | None = None  # fitted Macenko target (JSON/.npz); None = torchstain defaults
     stain_policy: str = "passthrough"  # Macenko failures: passthrough | flag | raise (stain.policy); counted in the log
     num_workers: int = 0  # DataLoader workers (0 = main process; tiles are read there)
+    # Patch size the augmentation crops from: every patch is area-resized to load_px x load_px before
+    # cropping; None keeps the native size (paper: patches are never resized). In-memory/image-folder
+    # patches are Macenko-normalised at their native size first; a tiling output is *read* at load_px
+    # (from a coarser pyramid level when one covers it) and normalised there - what makes small-crop
+    # CPU runs cheap.
+    load_px: int | None = None
     # --- model ------------------------------------------------------------
     timm_name: str = "vit_base_patch16_224"
     timm_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -69,6 +75,7 @@ class PretrainConfig(JobConfig):
     teacher_temp: float = 0.07  # > 0.07 is unstable for ViT-B (DINO)
     warmup_teacher_temp_iters: int = -1  # -1: 30 epochs as DINO, clipped to the run
     center_momentum: float = 0.9
+    centering: str = "ema"  # "ema": DINO's centre + sharpen; "sinkhorn": DINOv2's Sinkhorn-Knopp teacher
     # --- optimisation -----------------------------------------------------
     batch_size: int = 64  # per process
     world_batch_size: int | None = None  # informational: batch × world size (filled at run time)
@@ -115,6 +122,11 @@ class PretrainConfig(JobConfig):
             lo, hi = getattr(self, name)
             if not (0 < lo <= hi <= 1):
                 bad(f"{name}={getattr(self, name)} must satisfy 0 < lo <= hi <= 1")
+        if self.load_px is not None and int(self.load_px) < max(self.global_crop_size, self.local_crop_size):
+            bad(f"load_px={self.load_px} is smaller than the crops ({self.global_crop_size}/{self.local_crop_size} px); "
+                "use at least the global crop size, or None to keep native patches")
+        if self.centering not in ("ema", "sinkhorn"):
+            bad(f"centering={self.centering!r}; use 'ema' (DINO) or 'sinkhorn' (DINOv2 Sinkhorn-Knopp)")
         if self.stain_policy not in ("passthrough", "flag", "raise"):
             bad(f"stain_policy={self.stain_policy!r}; use passthrough | flag | raise")
 

@@ -10,7 +10,8 @@
 - :class:`PretrainCollate`: Macenko-normalises each image once, before any crop
   (paper §3.3, probability 1, when enabled), and pads images of different sizes into
   one uint8 batch ``(B, 3, H_max, W_max)`` with their true ``(H, W)``; patches are
-  never resized (paper §4.1). Normalisation statuses travel with the batch so the
+  never resized (paper §4.1) unless ``load_px`` asks for it (small-crop CPU runs),
+  and then only after normalisation. Normalisation statuses travel with the batch so the
   trainer can count failures.
 """
 from __future__ import annotations
@@ -23,8 +24,12 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 
-def open_pretrain_dataset(path: str | Path, **kwargs: Any) -> Dataset:
-    """Dataset over a tiling output folder (has ``manifest.csv``) or an image folder."""
+def open_pretrain_dataset(path: str | Path, *, out_px: int | None = None, **kwargs: Any) -> Dataset:
+    """Dataset over a tiling output folder (has ``manifest.csv``) or an image folder.
+
+    ``out_px``: read tiled patches area-resized to ``out_px`` (from a coarser pyramid level when
+    one covers it); image folders are read at their own size (the collate resizes them).
+    """
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(
@@ -34,7 +39,7 @@ def open_pretrain_dataset(path: str | Path, **kwargs: Any) -> Dataset:
     if (p / "manifest.csv").is_file() or (p / "patches").is_dir():
         from ..slides.dataset import TiledPatchDataset
 
-        return TiledPatchDataset(p, **kwargs)
+        return TiledPatchDataset(p, out_px=out_px, **kwargs)
     from ..datasets import ImageFolderDataset
 
     return ImageFolderDataset(p, **kwargs)
@@ -99,8 +104,9 @@ class PretrainCollate:
     """
 
     def __init__(self, normalize: bool = False, *, stain_target: str | None = None,
-                 stain_policy: str = "passthrough") -> None:
+                 stain_policy: str = "passthrough", load_px: int | None = None) -> None:
         self.normalize = normalize
+        self.load_px = int(load_px) if load_px else None
         self.stain_target = stain_target
         self.stain_policy = stain_policy
         self._normalizer = None
@@ -146,6 +152,8 @@ class PretrainCollate:
             images, status = self.normalize_images(images)
         else:
             status = ["off"] * len(images)
+        if self.load_px is not None:
+            images = [_area_resize(im, self.load_px) for im in images]
         hmax = max(im.shape[0] for im in images)
         wmax = max(im.shape[1] for im in images)
         batch = np.zeros((len(images), hmax, wmax, 3), dtype=np.uint8)
@@ -157,6 +165,16 @@ class PretrainCollate:
             "index": torch.tensor([int(it["index"]) for it in items], dtype=torch.int64),
             "stain_status": status,
         }
+
+
+def _area_resize(image: np.ndarray, px: int) -> np.ndarray:
+    """``(H, W, 3)`` uint8 -> ``(px, px, 3)`` (PIL box filter = area average when shrinking)."""
+    if image.shape[0] == px and image.shape[1] == px:
+        return image
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(image).resize((px, px), Image.BOX if min(image.shape[:2]) >= px
+                                                    else Image.BICUBIC))
 
 
 class ArrayDataset(Dataset):

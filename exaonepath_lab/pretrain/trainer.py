@@ -130,6 +130,8 @@ class _StopFlag:
 
 def _check_resume_config(saved: dict[str, Any], cfg: PretrainConfig, ckpt_path: Path) -> None:
     now = cfg.to_dict()
+    # A key added to PretrainConfig after the checkpoint was written compares as its default.
+    saved = {**PretrainConfig().to_dict(), **saved}
     diff = sorted(k for k in set(saved) | set(now) if k not in RESUME_FREE_KEYS and saved.get(k) != now.get(k))
     if diff:
         shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff[:6])
@@ -169,7 +171,7 @@ def train(
     if dataset is None:
         if not cfg.data:
             raise ValueError("no training data: set config.data (tiling output or image folder) or pass dataset=")
-        dataset = open_pretrain_dataset(cfg.data)
+        dataset = open_pretrain_dataset(cfg.data, out_px=cfg.load_px)
     sampler = EpochSampler(len(dataset), batch_size=cfg.batch_size, seed=cfg.seed, rank=info.rank,
                            world_size=info.world_size)
     iters_per_epoch = sampler.num_batches
@@ -189,10 +191,11 @@ def train(
     student.to(device)
     teacher.to(device)
     loss_fn = DINOLoss(cfg.out_dim, n_crops=cfg.n_crops, student_temp=cfg.student_temp,
-                       center_momentum=cfg.center_momentum).to(device)
+                       center_momentum=cfg.center_momentum, centering=cfg.centering).to(device)
     optimizer = build_optimizer(student, lr=float(sched["lr"][0]), weight_decay=float(sched["wd"][0]))
     augment = build_augment(cfg)
-    collate = PretrainCollate(cfg.normalize, stain_target=cfg.stain_target, stain_policy=cfg.stain_policy)
+    collate = PretrainCollate(cfg.normalize, stain_target=cfg.stain_target, stain_policy=cfg.stain_policy,
+                              load_px=cfg.load_px)
 
     it, epoch, batch_in_epoch = 0, 0, 0
     stain_counts: Counter[str] = Counter()
