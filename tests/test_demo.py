@@ -89,3 +89,21 @@ def test_train_stage_key_follows_the_cpu_demo_preset(monkeypatch) -> None:
     assert stage_key(cfg, "synth") == stage_key(cfg, "synth") and "cpu_demo_preset" not in stage_key(cfg, "synth")
     monkeypatch.setitem(presets.CPU_DEMO, "max_iters", presets.CPU_DEMO["max_iters"] + 1)
     assert stage_key(cfg, "train") != before and stage_key(cfg, "collapse")["cpu_demo_preset"] != before["cpu_demo_preset"]
+
+
+def test_report_reading_says_when_raw_training_added_slide_clustering() -> None:
+    import pandas as pd
+
+    from exaonepath_lab.demo import PANEL_A, PANEL_B, PANEL_C
+    from exaonepath_lab.report.demo_report import PURITY, reading
+
+    def lines(a: float, twin: float) -> list[str]:
+        rows = [(PANEL_A, a), (PANEL_B, 0.2), (PANEL_C, 0.2), ("random-init vit (raw)", twin)]
+        m = pd.DataFrame([{"features": n, "metric": PURITY, "value": v, "ci_low": v - 0.04, "ci_high": v + 0.04,
+                           "chance": 0.0} for n, v in rows])
+        return [t for t, _ in reading(m, pd.DataFrame(columns=["features", "tissue_knn_bacc"]),
+                                      (PANEL_A, PANEL_B, PANEL_C))]
+
+    assert any("made slide clustering stronger" in t for t in lines(0.65, 0.39))
+    assert not any("made slide clustering stronger" in t for t in lines(0.42, 0.39))  # intervals overlap
+    assert any("not above the untrained network" in t for t in lines(0.35, 0.39))

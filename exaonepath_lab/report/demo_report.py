@@ -94,6 +94,18 @@ def reading(metrics: pd.DataFrame, knn: pd.DataFrame, panel_names: tuple[str, st
     else:
         out.append(("Training on normalized patches did not clearly add to what inference-time normalization gives "
                     "(b and c intervals overlap): in this toy run most of the effect is the colour of the input.", "note"))
+    twin_raw = [n for n in pur.index if n.startswith("random-init") and n.endswith("(raw)")]
+    if twin_raw:
+        r = pur.loc[twin_raw[0]]
+        if a["ci_low"] > r["ci_high"]:
+            out.append((f"Training on raw patches made slide clustering stronger than in the untrained network of the "
+                        f"same architecture ((a) {_fmt_ci(a)} vs {_fmt_ci(r)}): the model learned slide-specific "
+                        "features — the WSI-specific feature collapse the paper describes, produced by training.",
+                        "good"))
+        elif a["value"] <= r["value"]:
+            out.append((f"(a) {_fmt_ci(a)} is not above the untrained network on the same raw input ({_fmt_ci(r)}): "
+                        "here the slide clustering of (a) is the input colour's, not something training added.",
+                        "note"))
     refs = [n for n in pur.index if n.startswith("colour stats") or n.startswith("random-init")]
     if refs:
         txt = "; ".join(f"{n}: {_fmt_ci(pur.loc[n])}" for n in refs)
