@@ -1,0 +1,45 @@
+"""Benchmark scripts import the kit inside ``main()`` (so ``--help`` stays fast); a refactor that
+renames a kit function then breaks a benchmark without any test noticing. This checks every
+``from exaonepath_lab... import name`` in ``benchmarks/*.py`` resolves, and that each script parses."""
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+SCRIPTS = sorted(BENCH.glob("*.py"))
+
+
+def _kit_imports(path: Path) -> list[tuple[str, str, int]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("exaonepath_lab"):
+            out += [(node.module, a.name, node.lineno) for a in node.names]
+        elif isinstance(node, ast.Import):
+            out += [(a.name, "", node.lineno) for a in node.names if a.name.startswith("exaonepath_lab")]
+    return out
+
+
+def test_there_are_benchmark_scripts() -> None:
+    assert len(SCRIPTS) >= 5, f"expected the benchmark scripts under {BENCH}"
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_benchmark_kit_imports_resolve(script: Path) -> None:
+    missing = []
+    for module, name, line in _kit_imports(script):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as e:
+            missing.append(f"{script.name}:{line}: import {module} failed ({e})")
+            continue
+        if name and name != "*" and not hasattr(mod, name):
+            try:
+                importlib.import_module(f"{module}.{name}")  # a submodule
+            except ImportError:
+                missing.append(f"{script.name}:{line}: {module} has no {name!r}")
+    assert not missing, "\n".join(missing)
