@@ -77,6 +77,10 @@ def test_report_reading_pairs_each_trained_encoder_with_its_own_twin() -> None:
     assert kind == "good" and f"{CLEAR_MARGIN + 0.03:+.2f}" in text
     assert verdict(0.27, 0.52)[1] == "note"  # +0.02 on raw: beats, not clearly
     assert verdict(0.30, 0.44)[1] == "bad" and "NOT" in verdict(0.30, 0.44)[0]
+    # Without the raw-input twin row nothing is claimed about (a), and "both" is never said.
+    knn = pd.DataFrame({"features": [PANEL_A, PANEL_C, "random-init vit (macenko)"], "tissue_knn_bacc": [0.4, 0.6, 0.45]})
+    text, kind = [r for r in reading(metrics, knn, (PANEL_A, PANEL_B, PANEL_C)) if r[0].startswith("Tissue")][0]
+    assert kind == "note" and "cannot be said" in text and "Both" not in text
 
 
 def test_train_stage_key_follows_the_cpu_demo_preset(monkeypatch) -> None:

@@ -42,7 +42,7 @@ PAPER: dict[str, Any] = dict(
     preset="paper",
 )
 
-# Found by measurement on a loaded 2-core machine (benchmarks/dino_learning.md). DINO's ViT-B
+# Found by measurement on 2 CPU cores (benchmarks/dino_learning.md). DINO's ViT-B
 # recipe, shrunk naively (CLS token, 0.04 -> 0.07 teacher, lr 1e-3, 1,024-65,536 prototypes),
 # drifts to the uniform output within ~50 iterations: random ViT features of all patches are
 # nearly the same, so once the centre catches up the teacher has nothing sharp to teach.
@@ -86,7 +86,7 @@ CPU_DEMO: dict[str, Any] = dict(
     warmup_iters=60,  # iterations (5 % of the run)
     weight_decay=0.04,
     weight_decay_end=0.1,
-    momentum_teacher=0.99,  # 0.996 leaves the teacher ~50 % random after 150 steps
+    momentum_teacher=0.99,  # DINO's 0.996 moves the teacher too slowly for a run of ~1,000 steps (cosine to 1)
     # A sharper teacher than DINO's 0.04-0.07: at 0.04 the run drifts to the uniform output
     # within ~100 steps (measured); 0.02 keeps the teacher entropy near 2 nats out of ln 512 = 6.2.
     warmup_teacher_temp=0.02,
