@@ -281,3 +281,45 @@ def test_pixel_stride_trades_a_little_accuracy_for_speed(tissue: np.ndarray) -> 
     np.testing.assert_array_equal(a.n_tissue, b.n_tissue)
     with pytest.raises(ValueError, match="pixel_stride"):
         MacenkoNormalizer(pixel_stride=0)
+
+
+def test_threaded_chunks_cover_every_image_once(tissue: np.ndarray, edge_cases: dict[str, np.ndarray]) -> None:
+    """The CPU kernels' dynamic chunking: 2 threads give the 1-thread result, image by image."""
+    imgs = np.concatenate([tissue, np.stack(list(edge_cases.values()))] * 3)  # 42 images, ragged chunks
+    norm = MacenkoNormalizer(backend="numba")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = norm.normalize(imgs)
+        torch.set_num_threads(2)
+        two = norm.normalize(imgs)
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(two.images, one.images)
+    np.testing.assert_array_equal(two.params.stain_matrix, one.params.stain_matrix)
+    assert two.status == one.status
+    assert 24 <= two.status.count("ok") < len(imgs)  # the tissue patches pass, white/black/flat do not
+
+
+def test_run_parallel_calls_every_range_and_reraises() -> None:
+    from exaonepath_lab.stain.cpu_kernels import run_parallel
+
+    seen = np.zeros(1000, np.int64)
+
+    def kernel(arr, i0, i1):
+        arr[i0:i1] += 1
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        run_parallel(kernel, 1000, seen)
+        assert (seen == 1).all()
+
+        def bad(i0, i1):
+            if i0 <= 500 < i1:
+                raise ValueError(f"image range {i0}-{i1}")
+
+        with pytest.raises(ValueError, match="image range"):
+            run_parallel(bad, 1000)
+    finally:
+        torch.set_num_threads(before)
