@@ -43,3 +43,13 @@ def test_benchmark_kit_imports_resolve(script: Path) -> None:
             except ImportError:
                 missing.append(f"{script.name}:{line}: {module} has no {name!r}")
     assert not missing, "\n".join(missing)
+
+
+def test_benchmarks_md_is_assembled_from_the_area_pages() -> None:
+    """BENCHMARKS.md is generated from benchmarks/<area>.md; editing one without regenerating fails here."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(BENCH / "_assemble_benchmarks_md.py"), "--check"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
