@@ -40,3 +40,12 @@ def test_probe_then_table(tmp_path: Path, capsys) -> None:
     assert row.startswith("| tiny | 10 | - | 5.5M | ") and row.endswith("| - | - | - | - | - | - |")
     for f in ("table1.html", "table1.csv", "figure1.html", "figure1.png", "plotly.min.js"):
         assert (tab / f).is_file(), f
+
+
+def test_probe_stain_target_without_normalize_names_the_fix(tmp_path: Path, capsys) -> None:
+    """Same rule as `extract`: a target without --normalize is an error, raised before any data is read."""
+    argv = ["probe", "--encoder", "random:vit_tiny_patch16_224", "--dataset", "pcam", "--root", str(tmp_path / "absent"),
+            "--out", str(tmp_path / "runs"), "--stain-target", str(tmp_path / "t.json"), "--quiet"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "--stain-target given without --normalize" in err and "absent" not in err

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
-from ._args import parse_key_values
+from ._args import add_macenko_options, macenko_from_args, parse_key_values
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,14 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="with --images: the first sub-folder is the biological class (FOLDER/<class>/<slide>/img.png), "
                    "enabling the robustness index; off by default because FOLDER/<slide>/img.png is the common layout")
     p.add_argument("--out", required=True, help="output HDF5 file (FEATURES.h5); its config goes to FEATURES.h5.config.json")
-    p.add_argument("--normalize", action="store_true",
-                   help="Macenko-normalize every patch first (the paper does, at extraction and probing)")
-    p.add_argument("--stain-target", help="fitted stain target JSON (StainTarget.save); default: HERef/maxCRef")
-    p.add_argument("--stain-policy", choices=["passthrough", "flag", "raise"], default="passthrough",
-                   help="patches Macenko cannot normalize (background, too little tissue): passthrough keeps them raw "
-                   "with their status recorded (default, so every model sees the same patches)")
-    p.add_argument("--stain-backend", choices=["auto", "torch", "numba"], default="auto",
-                   help="Macenko implementation: auto = numba on CPU (compiles ~20 s once), torch on GPU")
+    add_macenko_options(p, "Macenko-normalize every patch first (the paper does, at extraction and probing)")
     p.add_argument("--no-resize", action="store_true",
                    help="skip Resize->CenterCrop (small tiles an encoder was built for, e.g. 96 px with img_size=96)")
     p.add_argument("--out-px", type=int,
@@ -57,17 +49,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def make_normalizer(normalize: bool, target: str | None, policy: str, backend: str) -> Any:
-    if not normalize:
-        if target:
-            raise ValueError("--stain-target given without --normalize; add --normalize or drop the target")
-        return None
-    from ..stain.macenko import MacenkoNormalizer
-    from ..stain.target import StainTarget
-
-    return MacenkoNormalizer(StainTarget.load(target) if target else None, policy=policy, backend=backend)
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -76,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from ..features.config import ExtractConfig
 
     torch.set_num_threads(max(1, args.threads))
+    normalizer = macenko_from_args(args)  # first: a bad stain option fails before any loading
     cfg = ExtractConfig(
         encoder=args.encoder, checkpoint=args.checkpoint, tiles=args.tiles, images=args.images, out=args.out,
         normalize=args.normalize, stain_target=args.stain_target, stain_policy=args.stain_policy,
@@ -94,7 +76,6 @@ def run(args: argparse.Namespace) -> int:
 
         ds = ImageFolderDataset(args.images, labels_from_dirs=args.class_dirs)
     encoder = create_encoder(args.encoder, checkpoint=args.checkpoint, device=args.device, **parse_key_values(args.encoder_kw, "--encoder-kw"))
-    normalizer = make_normalizer(args.normalize, args.stain_target, args.stain_policy, args.stain_backend)
     fs = extract_features(encoder, ds, normalizer=normalizer, batch_size=args.batch_size, num_workers=args.num_workers,
                           cache_path=args.out, progress=not args.quiet, resize=cfg.resize, crop=cfg.crop,
                           recompute=args.recompute)

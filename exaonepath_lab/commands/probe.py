@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._args import parse_key_values
+from ._args import add_macenko_options, macenko_from_args, parse_key_values
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,15 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="feature scaling before the linear layer; none = DINO's plain linear layer on raw features "
                    "(the paper is silent)")
     p.add_argument("--knn", action="store_true", help="also run weighted k-NN (k=20, T=0.07) and write its result")
-    p.add_argument("--normalize", action="store_true",
-                   help="Macenko-normalize every image before the encoder (the paper does, in train and eval)")
-    p.add_argument("--stain-target", help="fitted stain target JSON (StainTarget.save); default: HERef/maxCRef")
-    p.add_argument("--stain-policy", choices=["passthrough", "flag", "raise"], default="passthrough",
-                   help="what happens to images that cannot be normalized; passthrough keeps them raw and "
-                   "counts them in the result (never dropped)")
-    p.add_argument("--stain-backend", choices=["auto", "torch", "numba"], default="auto",
-                   help="Macenko implementation: auto = numba kernels on CPU (fast once compiled; the first call "
-                   "JIT-compiles for ~20 s), torch on GPU; torch = no compile step (small runs, tests)")
+    add_macenko_options(p, "Macenko-normalize every image before the encoder (the paper does, in train and eval)")
     p.add_argument("--no-resize", action="store_true",
                    help="skip Resize(256)->CenterCrop(224) (only for encoders built for small tiles)")
     p.add_argument("--batch-size", type=int, default=64, help="extraction batch size")
@@ -82,15 +74,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = ProbeConfig(lr=args.lr, batch_size=args.batch_size_probe, iterations=args.iterations,
                       feature_norm=args.feature_norm, selection=args.selection, eval_every=args.eval_every,
                       seeds=tuple(args.seeds))
+    normalizer = macenko_from_args(args)  # first: a bad stain option fails before any loading
     ds = load_dataset(args.dataset, args.root, split_seed=args.split_seed, split_dir=args.split_dir)
     encoder = create_encoder(args.encoder, checkpoint=args.checkpoint, device=args.device, **parse_key_values(args.encoder_kw, "--encoder-kw"))
-    normalizer = None
-    if args.normalize:
-        from ..stain.macenko import MacenkoNormalizer
-        from ..stain.target import StainTarget
-
-        target = StainTarget.load(args.stain_target) if args.stain_target else None
-        normalizer = MacenkoNormalizer(target, policy=args.stain_policy, backend=args.stain_backend)
     model = args.model_name or args.encoder
     tag = sha256_json({"encoder": encoder.identity(), "norm": bool(normalizer), "target": args.stain_target,
                        "resize": not args.no_resize})[:12]
