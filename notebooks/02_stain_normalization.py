@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -22,32 +22,50 @@
 # normalizing removes that shortcut. The same normalizer, with the same target, is applied again at
 # feature-extraction and linear-probe time.
 #
-# This notebook opens the algorithm up (Macenko et al., ISBI 2009; constants of the torchstain
-# implementation the paper's code copies: `Io = 240`, `alpha = 1`, `beta = 0.15`):
+# ## 0. What the colours are
 #
-# 1. optical density (OD) space and the OD-threshold tissue mask;
-# 2. the plane of the two largest eigenvectors, the angle percentiles → the two stain vectors;
-# 3. concentrations, the 99th-percentile scaling and the reconstruction — checked against the
-#    library's batched `MacenkoNormalizer`;
-# 4. before/after across slides (one patch per slide), with Reinhard normalization and Macenko
-#    stain *augmentation* for comparison;
-# 5. the failure policy on blank patches (statuses and counts, never a silent drop);
-# 6. an interactive explorer (slide × method).
+# An H&E section is a slice of tissue a few µm thick, stained with two dyes and photographed in
+# transmitted light:
 #
-# Library: `exaonepath_lab.stain` (`MacenkoNormalizer`, `ReinhardNormalizer`, `MacenkoStainAugment`,
-# `StainTarget`, `default_target`) and its pure tensor steps in `exaonepath_lab.stain.estimate`.
+# - **hematoxylin** (with a metal mordant) binds the negatively charged nucleic acids — chromatin in
+#   the nuclei — and absorbs mostly red and green light: nuclei look **blue-purple**;
+# - **eosin** binds positively charged proteins — cytoplasm, collagen, red cells — and absorbs mostly
+#   green light: those look **pink**.
+#
+# The same tissue looks different from lab to lab because the staining differs (dye batch and age,
+# staining time, pH, section thickness, fixation) and so does the scanner (lamp, optics, sensor, colour
+# profile, JPEG compression). A network sees those differences as strongly as it sees morphology.
+#
+# Two words used below: a **stain vector** is the dye's absorbance — how much red, green and blue light
+# a unit amount of it absorbs, in optical density (a direction in the 3-D OD space); a **concentration**
+# is how much of that dye sits at a pixel (a length along that direction). Macenko (ISBI 2009) estimates
+# both per image and re-colours the image with a target's vectors and staining strength.
+#
+# Constants as in the torchstain implementation the paper's code copies: `Io = 240`, `alpha = 1`,
+# `beta = 0.15`. Sections:
+#
+# 1. optical density (OD) and the tissue mask; 2. the eigen-plane, angles and the two stain vectors;
+# 3. concentrations, the 99th-percentile scaling and the reconstruction — checked against the library;
+#    the **target / source / normalized** panel; 4. Macenko's **assumptions and failure modes**;
+# 5. across slides (one patch per slide, real H&E included) with Reinhard and stain augmentation;
+# 6. the failure policy (statuses and counts, never a silent drop); 7. an explorer.
+#
+# Real H&E used by default: the kit's fetched sample data (`exaonepath_lab.sample_data`, permissively
+# licensed images from the `stardist` and `tiatoolbox` wheels and OpenSlide's CMU-1 slide region;
+# fetched once, ~4 MB, then cached). Runs in ~1 min on a CPU.
 
 # %% tags=["parameters"]
-out_dir = "../outputs/notebooks/02"  # figures + notebook_summary.json go here
+out_dir = "../outputs/notebooks/02"  # figures + notebook_summary.json; relative paths are taken from notebooks/
 smoke = False  # tiny sizes (tests): fewer patches per slide
-tile_dir = None  # tiling output; None: the demo tiling (made if missing)
-real_he_dir = "../../shared/data/real_he"  # real H&E images from several labs; skipped when absent
-example_image = None  # an image file for the step-by-step part; None: a demo patch with some glass
+demo_dir = "../outputs"  # where `make demo` writes; its tiling is used when tile_dir is None
+tile_dir = None  # a tiling of your slides (`exaonepath-lab tile`); None: the demo tiling (made if missing)
+example_image = None  # an H&E image file for the step-by-step part; None: the stardist H&E sample image
+target_image = None  # an H&E image to fit a target on; None: TIAToolbox's stain-normalization target image
+extra_images = None  # a folder of more H&E images (png/jpg/tif), each shown as its own "slide"; None: none
 patch_px = 224  # side of the patches read from the slides (px), the encoders' input size
 seed = 0
 
 # %%
-import io
 import json
 import warnings
 from pathlib import Path
@@ -55,59 +73,34 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import plotly.io as pio
 import torch
 from IPython.display import display
 
+from exaonepath_lab import notebook_params as nbp
 from exaonepath_lab.datasets import read_rgb
-from exaonepath_lab.io import atomic_path, write_json_atomic
+from exaonepath_lab.io import write_json_atomic
+from exaonepath_lab.report.png import save_figure
+from exaonepath_lab.report.stain_figures import image_row, method_grid, od_scatter, stain_explorer
+from exaonepath_lab.sample_data import sample_path
 from exaonepath_lab.slides.dataset import TiledPatchDataset
+from exaonepath_lab.slides.wsi import open_slide
 from exaonepath_lab.stain import (MacenkoNormalizer, MacenkoStainAugment, ReinhardNormalizer,
                                   StainNormalizationError, StainNormalizationWarning, StainTarget, default_target)
+from exaonepath_lab.stain.compare import (centre_crop, render_stains, single_stain_rgb, spread_table,
+                                          stain_vectors_table, tissue_share)
 from exaonepath_lab.stain.estimate import (estimate_stains, masked_percentiles, od_transform, optical_density,
                                            reconstruct, stain_pinv)
-from exaonepath_lab.stain.reinhard import rgb_to_lab
 
 pio.renderers.default = "plotly_mimetype+notebook"  # offline: plotly.js is embedded, never fetched
 torch.set_num_threads(2)
-out = Path(out_dir)
-out.mkdir(parents=True, exist_ok=True)
+patch_px = nbp.check_int("patch_px", patch_px, minimum=32)
+out = nbp.output_dir(out_dir)
 summary: dict = {}
-
-
-def save_fig(fig, name: str) -> Path:
-    """Write a matplotlib figure as PNG into out_dir (atomically) and return its path."""
-    with atomic_path(out / name) as tmp:
-        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
-    return out / name
-
-
-if tile_dir is None:
-    from exaonepath_lab.demo import demo_inputs
-
-    tile_dir = demo_inputs("../outputs", smoke=smoke, train=False)["tile_dir"]
-
-# One patch per slide: the one with the most tissue among a few random ones.
-ds = TiledPatchDataset(tile_dir, out_px=patch_px, max_per_slide=4 if smoke else 12, seed=seed)
-names, patches = [], []
-for sid, g in ds.meta.groupby("slide_id", sort=True):
-    imgs = [ds[int(i)]["image"] for i in g.index]
-    names.append(str(sid))
-    patches.append(max(imgs, key=lambda im: (im.mean(axis=2) < 200).mean()))
-# Real H&E from other labs (each image is its own "slide"): a centre crop of each.
-real = Path(real_he_dir) / "stain_refs"
-if real.is_dir():
-    images = sorted(f for f in real.iterdir() if f.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif", ".tiff"))
-    for f in images[: 3 if smoke else None]:
-        img = read_rgb(f)
-        y0, x0 = max(0, (img.shape[0] - patch_px) // 2), max(0, (img.shape[1] - patch_px) // 2)
-        crop = img[y0:y0 + patch_px, x0:x0 + patch_px]
-        if crop.shape[:2] == (patch_px, patch_px):
-            names.append(f.stem)
-            patches.append(crop)
-batch = np.stack(patches)  # (N, patch_px, patch_px, 3) uint8
-print(f"{len(names)} patches of {patch_px} px:", ", ".join(names))
+example_path = nbp.existing_file("example_image", example_image) if example_image else sample_path("stardist-histo.jpg")
+target_path = nbp.existing_file("target_image", target_image) if target_image else sample_path("tiatoolbox-target.png")
+extra_dir = nbp.existing_dir("extra_images", extra_images) if extra_images else None
+tile_dir = nbp.tiling_dir(tile_dir) if tile_dir is not None else nbp.demo_paths(demo_dir, smoke=smoke, train=False)["tile_dir"]
 
 # %% [markdown]
 # ## 1. Optical density and the tissue mask
@@ -120,14 +113,10 @@ print(f"{len(names)} patches of {patch_px} px:", ", ".join(names))
 
 # %%
 Io, alpha, beta = 240.0, 1.0, 0.15
-if example_image is not None:
-    example = read_rgb(example_image)
-    example_name = Path(example_image).name
-else:
-    # a demo patch with some glass in it, so that the tissue mask has something to leave out
-    share = [float((im.mean(axis=2) < 200).mean()) for im in patches[: ds.meta["slide_id"].nunique()]]
-    k = int(np.argmin(np.abs(np.array(share) - 0.75)))
-    example, example_name = patches[k], names[k]
+example = read_rgb(example_path)
+if max(example.shape[:2]) > 512:  # the step-by-step works on one patch-sized region
+    example = centre_crop(example, min(512, *example.shape[:2]))
+example_name = Path(example_path).name
 h, w = example.shape[:2]
 px = torch.from_numpy(np.ascontiguousarray(example)).reshape(1, -1, 3)  # (1, P, 3) uint8
 od = optical_density(px, Io)  # (1, P, 3) float32
@@ -136,21 +125,9 @@ print(f"{example_name}: {h}×{w} px, {int(tissue.sum())} tissue pixels ({tissue.
 
 # %% [markdown]
 # In OD space the tissue pixels lie close to a plane spanned by the two stain vectors. The 3-D
-# scatter below (rotate it) shows a random sample of them, each drawn in its own RGB colour.
-
-# %%
-rng = np.random.default_rng(seed)
-idx = np.flatnonzero(tissue[0].numpy())
-idx = rng.choice(idx, size=min(len(idx), 1500 if smoke else 4000), replace=False)
-pts = od[0, idx].numpy()
-cols = [f"rgb({r},{g},{b})" for r, g, b in example.reshape(-1, 3)[idx]]
-fig_od = go.Figure(go.Scatter3d(x=pts[:, 0], y=pts[:, 1], z=pts[:, 2], mode="markers", name="tissue pixels",
-                                marker=dict(size=2, color=cols)))
-fig_od.update_layout(title=f"Tissue pixels of {example_name} in optical density space",
-                     scene=dict(xaxis_title="OD red", yaxis_title="OD green", zaxis_title="OD blue"),
-                     height=550, template="plotly_white")
-
-# %% [markdown]
+# scatter further below (rotate it) shows a random sample of them, each drawn in its own RGB colour,
+# with the stain vectors this section estimates.
+#
 # ## 2. Eigenvectors, angles and the two stain vectors
 #
 # The two eigenvectors of the OD covariance with the largest eigenvalues span that plane. Each tissue
@@ -186,28 +163,27 @@ for a, c, lab in ((phi_lo, "C0", f"{alpha:g}th percentile"), (phi_hi, "C3", f"{1
     ax.axvline(np.degrees(float(a[0])), color=c, label=lab)
 ax.set_xlabel("angle in the eigen-plane (degrees)")
 ax.set_ylabel("tissue pixels")
+ax.set_title(f"Angles of the tissue pixels of {example_name}")
 ax.legend()
-save_fig(fig, "angles.png")
+save_figure(fig, out / "angles.png")
 plt.show()
 
-# the stain vectors, and the default target's, drawn in the OD scatter
 tgt = default_target()
-for vec, name, color, dash in ((he[:, 0], "hematoxylin (this patch)", "navy", "solid"),
-                               (he[:, 1], "eosin (this patch)", "deeppink", "solid"),
-                               (torch.tensor(tgt.stain_matrix[:, 0]), "hematoxylin (target)", "navy", "dash"),
-                               (torch.tensor(tgt.stain_matrix[:, 1]), "eosin (target)", "deeppink", "dash")):
-    v = vec.numpy() * float(pts.max())
-    fig_od.add_trace(go.Scatter3d(x=[0, v[0]], y=[0, v[1]], z=[0, v[2]], mode="lines", name=name,
-                                  line=dict(color=color, width=6, dash=dash)))
+fig_od = od_scatter(example, od[0].numpy(), tissue[0].numpy(), seed=seed, n_points=1500 if smoke else 4000,
+                    title=f"Tissue pixels of {example_name} in optical density space",
+                    vectors=[(he[:, 0].numpy(), "hematoxylin (this image)", "navy", "solid"),
+                             (he[:, 1].numpy(), "eosin (this image)", "deeppink", "solid"),
+                             (tgt.stain_matrix[:, 0], "hematoxylin (default target)", "navy", "dash"),
+                             (tgt.stain_matrix[:, 1], "eosin (default target)", "deeppink", "dash")])
 fig_od.write_html(out / "od_space.html", include_plotlyjs="directory")  # plotly.min.js beside it: offline
 fig_od.show()
 
 # %% [markdown]
-# ## 3. Concentrations, scaling, reconstruction
+# ## 3. Concentrations, scaling, reconstruction — and a target of your choice
 #
 # With the stain matrix `HE` (3×2), each pixel's OD is `HE · C`; the **concentrations** `C` (one per
 # stain) are its least-squares solution. Their **99th percentile** `maxC` measures how strongly the
-# slide is stained; dividing by it and multiplying by the target's `maxCRef` equalises the staining
+# image is stained; dividing by it and multiplying by the target's `maxCRef` equalises the staining
 # strength, and the target's stain vectors `HERef` re-colour the result:
 # `I = Io · exp(−HERef · C · maxCRef / maxC)`, clipped to [0, 255]. The default target is Macenko's
 # reference (`HERef`, `maxCRef`); `StainTarget.fit(image)` fits one on any image (the paper fitted on
@@ -224,22 +200,11 @@ lib_diff = np.abs(normalized.astype(int) - lib.images.astype(int))
 print(f"maxC (99th percentile) = {max_c.numpy().round(3)}, target maxCRef = {tgt.max_conc.round(4)}")
 print(f"step-by-step vs MacenkoNormalizer: mean |Δ| = {lib_diff.mean():.3f} grey levels, max {lib_diff.max()}")
 
-
-def one_stain(c: torch.Tensor, vec: torch.Tensor) -> np.ndarray:
-    """RGB image of a single stain: Io·exp(−vec·c), (H, W) concentrations → (H, W, 3) uint8."""
-    return (Io * torch.exp(-c[..., None] * vec)).clamp(max=255).to(torch.uint8).numpy()
-
-
-panels = [(example, "original"), (tissue[0].reshape(h, w).numpy(), f"tissue mask (white): OD ≥ {beta} in r, g, b"),
-          (one_stain(conc[..., 0], he[:, 0]), "hematoxylin only"), (one_stain(conc[..., 1], he[:, 1]), "eosin only"),
-          (normalized, "normalized to the default target")]
-fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4))
-for ax, (im, title) in zip(axes, panels):
-    ax.imshow(im, cmap="gray" if im.ndim == 2 else None)
-    ax.set_title(title, fontsize=9)
-    ax.axis("off")
-fig.tight_layout()
-save_fig(fig, "macenko_steps.png")
+fig = image_row([(example, "original"), (tissue[0].reshape(h, w).numpy(), f"tissue mask: OD ≥ {beta}"),
+                 (single_stain_rgb(conc[..., 0], he[:, 0]), "hematoxylin only"),
+                 (single_stain_rgb(conc[..., 1], he[:, 1]), "eosin only"),
+                 (normalized, "normalized (default target)")])
+save_figure(fig, out / "macenko_steps.png")
 plt.show()
 summary["step_by_step"] = {"image": example_name, "n_tissue_pixels": int(tissue.sum()),
                            "stain_matrix": he.numpy().round(5).tolist(), "max_conc": max_c.numpy().round(5).tolist(),
@@ -247,10 +212,77 @@ summary["step_by_step"] = {"image": example_name, "n_tissue_pixels": int(tissue.
                            "pixels_mean_abs_diff_vs_library": float(lib_diff.mean())}
 
 # %% [markdown]
-# ## 4. Across slides: Macenko, Reinhard and stain augmentation
+# **Target, source, normalized.** Normalization is always *to* something. Here the target is fitted
+# on another lab's H&E image (`target_image`; by default the image TIAToolbox ships as its
+# stain-normalization target) and the source image is mapped onto it: the result should take the
+# target's hues and staining strength while keeping the source's structures.
+
+# %%
+target_img = read_rgb(target_path)
+fitted = StainTarget.fit(target_img, source=Path(target_path).name)
+to_fitted = MacenkoNormalizer(fitted).normalize(example)
+fig = image_row([(target_img, f"target: {Path(target_path).name}"), (example, f"source: {example_name}"),
+                 (to_fitted.images, "source normalized to the target")], size=4.2)
+save_figure(fig, out / "target_source_normalized.png")
+plt.show()
+fitted.save(out / "fitted_target.json")
+summary["target_panel"] = {"target": Path(target_path).name, "status": to_fitted.status[0],
+                           "target_stain_matrix": np.round(fitted.stain_matrix, 4).tolist()}
+
+# %% [markdown]
+# ## 4. Macenko's assumptions, and how it fails
 #
-# One patch per slide (the demo's synthetic slides are "scanned" at different sites with different
-# stain vectors, intensities and white points; the real images come from different labs):
+# 1. **Exactly two stains.** Every pixel is assumed to be a mix of hematoxylin and eosin. A third
+#    absorber — brown DAB of an IHC stain, pigment, pen ink, a blue-dyed margin — gets forced onto the
+#    H/E plane and shifts the vectors.
+# 2. **Both stains present in the patch.** The two vectors are the *extremes* of the angle
+#    distribution. A patch with a single stain (pure stroma, a blood vessel, mucus) still has extremes,
+#    so Macenko returns two vectors **with status ok** — but both are variations of the one stain, and
+#    the "normalized" patch is coloured wrongly. Nothing warns: the kit only flags near-identical
+#    vectors (`min_stain_angle_deg`). Below: the hematoxylin-only rendering of the example from
+#    section 3, fitted on its own.
+# 3. **Staining strength is a nuisance.** The per-patch 99th-percentile rescaling makes every patch
+#    equally strongly stained. Real biology can be "more hematoxylin": hyperchromatic nuclei of a
+#    tumour are darker than normal ones. Below, the example with its hematoxylin concentration raised by
+#    60 % (a hyperchromatic version) and the original are normalized: afterwards they are nearly the
+#    same — the difference a pathologist would see has been removed.
+
+# %%
+h_only = single_stain_rgb(conc[..., 0], he[:, 0])
+p_single = MacenkoNormalizer().fit_stains(h_only)
+true_h = he[:, 0].numpy()
+angles = [float(np.degrees(np.arccos(np.clip(abs(p_single.stain_matrix[0][:, j] @ true_h), -1, 1)))) for j in range(2)]
+print(f"hematoxylin-only patch: status {p_single.status[0]!r}; the 'H' and 'E' vectors it finds are "
+      f"{angles[0]:.1f}° and {angles[1]:.1f}° from the true hematoxylin vector (a real eosin vector is "
+      f"{float(np.degrees(np.arccos(np.clip(he[:, 0] @ he[:, 1], -1, 1)))):.0f}° away)")
+
+hyper = render_stains(conc * torch.tensor([1.6, 1.0]), he, Io)  # 60 % more hematoxylin, same eosin
+pair = MacenkoNormalizer().normalize(np.stack([example, hyper]))
+
+
+def mean_h(img: np.ndarray) -> float:
+    """Mean hematoxylin concentration of an image, measured with the *example's* stain vectors (fixed ruler)."""
+    o = optical_density(torch.from_numpy(np.ascontiguousarray(img)).reshape(1, -1, 3), Io)[0]
+    return float((o @ stain_pinv(he[None])[0].T)[:, 0].mean())
+
+
+before_ratio = mean_h(hyper) / mean_h(example)
+after_ratio = mean_h(pair.images[1]) / mean_h(pair.images[0])
+fig = image_row([(example, "original"), (hyper, "hyperchromatic (H × 1.6)"),
+                 (pair.images[0], "original, normalized"), (pair.images[1], "hyperchromatic, normalized")])
+save_figure(fig, out / "failure_modes.png")
+plt.show()
+print(f"mean hematoxylin, hyperchromatic / original: {before_ratio:.2f} before normalization, "
+      f"{after_ratio:.2f} after")
+summary["assumptions"] = {"single_stain_status": p_single.status[0], "single_stain_angles_to_true_h": angles,
+                          "hyperchromasia_ratio_before": before_ratio, "hyperchromasia_ratio_after": after_ratio}
+
+# %% [markdown]
+# ## 5. Across slides: Macenko, Reinhard and stain augmentation
+#
+# One patch per slide of the tiling (the demo's synthetic slides are "scanned" at different sites
+# with different stain vectors, intensities and white points), plus real H&E from other labs: the
+# sample images and a region of OpenSlide's CMU-1 slide (and the images of `extra_images`, if set).
 #
 # - **Macenko** maps every patch to the default target: stain colours and strengths equalised;
 # - **Reinhard** matches each image's CIE-Lab mean and standard deviation to a target's — here fitted
@@ -261,22 +293,36 @@ summary["step_by_step"] = {"image": example_name, "n_tissue_pixels": int(tissue.
 #   so a network learns to ignore it. EXAONEPath normalizes instead.
 
 # %%
+ds = TiledPatchDataset(tile_dir, out_px=patch_px, max_per_slide=4 if smoke else 12, seed=seed)
+names, patches = [], []
+for sid, g in ds.meta.groupby("slide_id", sort=True):  # per slide, the patch with the most tissue of a few
+    imgs = [ds[int(i)]["image"] for i in g.index]
+    names.append(str(sid))
+    patches.append(max(imgs, key=tissue_share))
+with open_slide(sample_path("cmu-small-region.svs")) as cmu:  # real Aperio slide region, 0.499 µm/px
+    side = int(round(patch_px * 0.5 / cmu.mpp))  # the same 112 µm as the other patches' 224 px
+    x0, y0 = cmu.dimensions[0] // 2, cmu.dimensions[1] // 2
+    region = np.asarray(cmu.read_region((x0, y0), 0, (side, side)).convert("RGB"))
+real = {"cmu-1 region": region, "stardist sample": read_rgb(example_path), "tiatoolbox target": target_img}
+if extra_dir is not None:
+    files = sorted(f for f in extra_dir.iterdir() if f.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif", ".tiff"))
+    real.update({f.stem: read_rgb(f) for f in files[: 3 if smoke else None]})
+for name, img in real.items():
+    crop = centre_crop(img, patch_px)
+    if crop is None:
+        print(f"{name}: smaller than {patch_px} px, left out")
+        continue
+    names.append(name)
+    patches.append(crop)
+batch = np.stack(patches)  # (N, patch_px, patch_px, 3) uint8
+print(f"{len(names)} patches of {patch_px} px:", ", ".join(names))
+
 mac = MacenkoNormalizer().normalize(batch)
 rein = ReinhardNormalizer().fit(mac.images[0]).normalize(batch)
 aug = MacenkoStainAugment(sigma1=0.2, sigma2=0.2, seed=seed).augment(batch)
 variants = {"raw": batch, "Macenko": mac.images, "Reinhard": rein.images, "Macenko augmentation": aug.images}
-
-fig, axes = plt.subplots(len(variants), len(names), figsize=(1.9 * len(names), 2.1 * len(variants)), squeeze=False)
-for r, (method, imgs) in enumerate(variants.items()):
-    for c in range(len(names)):
-        axes[r, c].imshow(imgs[c])
-        axes[r, c].set_xticks([])
-        axes[r, c].set_yticks([])
-        if r == 0:
-            axes[r, c].set_title(names[c], fontsize=7)
-    axes[r, 0].set_ylabel(method, fontsize=9)
-fig.tight_layout()
-save_fig(fig, "before_after_across_slides.png")
+fig = method_grid(variants, names)
+save_figure(fig, out / "before_after_across_slides.png", dpi=110)
 plt.show()
 
 # %% [markdown]
@@ -293,39 +339,15 @@ plt.show()
 # normalization removes.
 
 # %%
-def colour_spread(imgs: np.ndarray) -> float:
-    """Mean pairwise Euclidean distance between the per-image mean Lab colours (ΔE units)."""
-    lab = rgb_to_lab(torch.from_numpy(np.asarray(imgs)).float() / 255).reshape(len(imgs), -1, 3).mean(1)
-    return float(torch.cdist(lab, lab).sum() / (len(imgs) * (len(imgs) - 1)))
-
-
-def stain_angle_spread(imgs: np.ndarray) -> tuple[float, float]:
-    """Mean pairwise angle (degrees) between the H vectors, and between the E vectors, of the ok images."""
-    prm = MacenkoNormalizer().fit_stains(np.asarray(imgs))
-    sm = prm.stain_matrix[prm.ok]  # (n, 3, 2) unit vectors
-    out = []
-    for j in range(2):
-        cos = np.clip(sm[:, :, j] @ sm[:, :, j].T, -1, 1)
-        n = len(sm)
-        out.append(float(np.degrees(np.arccos(cos)).sum() / max(1, n * (n - 1))))
-    return out[0], out[1]
-
-
-spread = pd.DataFrame({m: {"colour spread (ΔE)": colour_spread(v), **dict(zip(
-    ["H-vector spread (°)", "E-vector spread (°)"], stain_angle_spread(v)))} for m, v in variants.items()}).T
+spread = spread_table(variants)
 display(spread.round(2))
-p = mac.params
-vectors = pd.DataFrame({"slide": names, "status": p.status, "tissue px": p.n_tissue,
-                        "H (r, g, b)": [tuple(np.round(v[:, 0], 3)) for v in p.stain_matrix],
-                        "E (r, g, b)": [tuple(np.round(v[:, 1], 3)) for v in p.stain_matrix],
-                        "maxC H": p.max_conc[:, 0].round(3), "maxC E": p.max_conc[:, 1].round(3)})
-display(vectors)
+display(stain_vectors_table(names, mac.params))
 summary["across_slides"] = {"slides": names, "spread": spread.round(4).to_dict("index"),
                             "macenko_status_counts": mac.counts(), "reinhard_status_counts": rein.counts(),
                             "augment_status_counts": aug.counts()}
 
 # %% [markdown]
-# ## 5. The failure policy: blank patches
+# ## 6. The failure policy: blank patches
 #
 # Background and near-empty patches have no stain to estimate. torchstain then raises
 # `kthvalue(): Expected reduction dim 0 to have non-zero size`, and the paper's evaluation code
@@ -337,18 +359,15 @@ summary["across_slides"] = {"slides": names, "spread": spread.round(4).to_dict("
 # - `flag`: the same, plus one warning per call with the counts;
 # - `raise`: an error naming the image, the reason and the fix.
 #
-# Nothing is ever dropped: downstream jobs count the statuses in their reports.
+# Nothing is ever dropped: downstream jobs count the statuses in their reports. (The single-stain
+# patch of section 4 is in the batch too: its status is `ok` — the failure the policy cannot see.)
 
 # %%
+rng = np.random.default_rng(seed)
 white = np.clip(236 + rng.normal(0, 1.5, example.shape), 0, 255).astype(np.uint8)  # glass with sensor noise
 flat = np.empty_like(example)
 flat[:] = (200, 120, 170)  # one flat colour: no second stain direction
-tests = {"tissue": example, "blank (glass)": white, "single colour": flat}
-tiles = Path(real_he_dir) / "multi_source" / "histolab_tiles"
-for f in ("no-tissue.png", "almost-white-2.png"):
-    if (tiles / f).exists():
-        tests[f"real: {f}"] = read_rgb(tiles / f)[:h, :w]
-tests = {k: v for k, v in tests.items() if v.shape == example.shape}
+tests = {"tissue": example, "blank (glass)": white, "single colour": flat, "hematoxylin only": h_only}
 policy_batch = np.stack(list(tests.values()))
 
 res = MacenkoNormalizer(policy="passthrough").normalize(policy_batch)
@@ -382,43 +401,17 @@ summary["failure_policy"] = {"patches": list(tests), "status": res.status, "coun
                              "torchstain_on_blank": torchstain_msg}
 
 # %% [markdown]
-# ## 6. Explorer: slide × method
+# ## 7. Explorer: slide × method
 #
 # Pick a slide and a method. (Built with ipywidgets; in a static or headless run the widget is
 # displayed but not interactive, and the figures above carry the same content.)
 
 # %%
-from PIL import Image as PILImage
-
-
-def png_bytes(img: np.ndarray, size: int = 320) -> bytes:
-    buf = io.BytesIO()
-    PILImage.fromarray(img).resize((size, size), PILImage.Resampling.NEAREST).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-try:
-    import ipywidgets as widgets
-
-    slide_dd = widgets.Dropdown(options=names, value=names[0], description="slide")
-    method_tb = widgets.ToggleButtons(options=list(variants), value="raw", description="method")
-    picture = widgets.Image(format="png", width=320, height=320)
-    caption = widgets.HTML()
-
-    def _render(*_) -> None:
-        i = names.index(slide_dd.value)
-        picture.value = png_bytes(variants[method_tb.value][i])
-        caption.value = f"<b>{slide_dd.value}</b>, {method_tb.value}; Macenko status: {mac.status[i]}"
-
-    slide_dd.observe(_render, "value")
-    method_tb.observe(_render, "value")
-    _render()
-    explorer = widgets.VBox([widgets.HBox([slide_dd]), method_tb, picture, caption])
+explorer = stain_explorer(variants, names, status=mac.status)
+if explorer is not None:
     display(explorer)
-except ImportError:
-    print("ipywidgets is not installed: `pip install ipywidgets` for the explorer; the figures above show the same")
 
-# %%
+# %% tags=["remove-cell"]
 summary.update({"tile_dir": str(tile_dir), "n_patches": len(names), "patch_px": patch_px,
                 "figures": sorted(p.name for p in out.glob("*.png")) + ["od_space.html"]})
 write_json_atomic(out / "notebook_summary.json", summary)
