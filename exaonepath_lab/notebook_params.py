@@ -216,3 +216,22 @@ def slides_and_tiles(cohort_dir: str | os.PathLike | None, tile_dir: str | os.Pa
 def describe(params: Mapping[str, Any]) -> str:
     """One line per parameter, for the notebook's record of what it ran on."""
     return "\n".join(f"  {k} = {v}" for k, v in params.items())
+
+
+VIT_B_CPU_IMG_PER_S = 2.0
+"""ViT-B/16 at 224 px on 2 CPU cores, images/s (benchmarks/features.md measured 0.34 on a loaded machine)."""
+VIT_B_GPU_IMG_PER_S = 1000.0
+"""ViT-B/16 at 224 px on one recent GPU, images/s: an estimate (~17.6 GFLOPs per image); not measured here."""
+
+
+def extraction_hours(n_images: int, encoder: Any, *, device: str = "cpu") -> float:
+    """Rough hours to extract ``n_images`` features with ``encoder``, scaled from a ViT-B/16 at 224 px.
+
+    Cost is taken as proportional to parameters × input pixels; the base rates are
+    :data:`VIT_B_CPU_IMG_PER_S` and :data:`VIT_B_GPU_IMG_PER_S`. Good to a factor of a few —
+    meant for a warning before a CPU run that would take hours, not for a benchmark.
+    """
+    params = sum(p.numel() for p in encoder.parameters())
+    rel = (params / 86e6) * (int(encoder.input_size) / 224) ** 2
+    rate = VIT_B_GPU_IMG_PER_S if str(device).startswith("cuda") else VIT_B_CPU_IMG_PER_S
+    return float(n_images * rel / rate / 3600)

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -30,44 +30,68 @@
 # 2. your own rows, merged in from probe result JSONs (`exaonepath-lab probe`, notebook 06, or the demo);
 # 3. Figure 1 (a)(b) with your models overlaid, and the efficiency ratios behind the claim.
 
+# %% [markdown]
+# **Read the published rows with two cautions.**
+#
+# - *They were not measured the same way.* Only the EXAONEPath and GigaPath rows come from the
+#   EXAONEPath paper's own runs; the other seven are copied from the RudolfV paper, which used its own
+#   probe settings, splits and preprocessing (and no Macenko normalization). The rows differ in
+#   protocol, in normalization and in who ran them — a difference of a point may be the protocol's.
+# - *No seed variance is reported.* A linear probe's top-1 moves by a few tenths of a point between
+#   seeds (see the ± std of your own rows below). Without it, 0.861 (EXAONEPath) vs 0.862 (GigaPath)
+#   cannot be told apart: "level with" is all the table supports, not "better" or "worse".
+#
+# Your rows, from the kit's probe, are measured one way for every encoder and carry their ± std over
+# seeds, drawn as error bars.
+
 # %% tags=["parameters"]
-out_dir = "../outputs/notebooks/07"  # table files, figures and notebook_summary.json go here
+out_dir = "../outputs/notebooks/07"  # table files, figures and notebook_summary.json; relative paths are taken from notebooks/
 smoke = False  # smoke runs (tests) use the published rows only unless `results` is given
-results = None  # probe result JSON files or folders; None: the demo results if present, else published only
+demo_dir = "../outputs"  # where `make demo` writes; its probe results (and notebook 06's) are used when results is None
+results = None  # probe result JSON files or folders (a string or a list); None: the demo's and notebook 06's if present
 
 # %%
 import json
 from pathlib import Path
 
 import pandas as pd
+import plotly.graph_objects as go
 import plotly.io as pio
-from IPython.display import HTML, Image, Markdown, display
+from IPython.display import HTML, Markdown, display
 
+from exaonepath_lab import notebook_params as nbp
 from exaonepath_lab.io import write_json_atomic
 from exaonepath_lab.report.figure1 import figure1_plotly, figure1_png, figure1_points
 from exaonepath_lab.report.table1 import (TASKS, build_table1, check_published_averages, load_results, table1_html,
                                           table1_markdown, write_table1)
 
 pio.renderers.default = "plotly_mimetype+notebook"  # offline: plotly.js is embedded, never fetched
-out = Path(out_dir)
-out.mkdir(parents=True, exist_ok=True)
+out = nbp.output_dir(out_dir)
 summary: dict = {}
 
 if results is None and not smoke:
     # the demo's results (`make demo`) and notebook 06's, when they exist
-    found = [p for p in (Path("../outputs/probe"), Path("../outputs/notebooks/06/probe")) if any(p.glob("*.json"))]
+    demo = nbp.resolve_path(demo_dir)
+    found = [p for p in (demo / "probe", demo / "notebooks" / "06" / "probe") if p.is_dir() and any(p.glob("*.json"))]
     results = [str(p) for p in found]
 elif isinstance(results, str):
     results = [results]
-user_results = load_results(results) if results else []
-print(f"{len(user_results)} probe result(s) from: {results or 'none (published rows only)'}")
+if results is not None and not (isinstance(results, list) and all(isinstance(r, str) for r in results)):
+    raise nbp.NotebookParameterError(f"results={results!r}: expected a path, a list of paths, or None")
+paths_in = [str(nbp.resolve_path(r)) for r in results or []]
+for given, resolved in zip(results or [], paths_in):
+    if not Path(resolved).exists():
+        raise nbp.NotebookParameterError(f"results: {given!r} not found ({resolved}); give probe result files or "
+                                         "folders written by `exaonepath-lab probe` or notebook 06")
+user_results = load_results(paths_in) if paths_in else []
+print(f"{len(user_results)} probe result(s) from: {paths_in or 'none (published rows only)'}")
 
 # %% [markdown]
 # ## 1. The published rows, checked
 #
 # The rows come from `exaonepath_lab/data/table1_published.csv`, copied from the paper (the models
 # other than GigaPath are quoted there from the RudolfV paper). The check recomputes each average from
-# its six task columns: ResNet50 ImageNet's row mean is 0.7867, which rounds to 0.787 — the paper
+# its six task columns (the CSV's `source` column says which paper each row comes from): ResNet50 ImageNet's row mean is 0.7867, which rounds to 0.787 — the paper
 # prints 0.786 (the authors' README prints 0.787). Virchow has no TIL/MSI numbers, so its average is
 # undefined and it is absent from Figure 1, as in the paper.
 
@@ -106,8 +130,7 @@ print(table1_markdown(table))
 fig1 = figure1_plotly(table)
 fig1.write_html(out / "figure1.html", include_plotlyjs="directory")  # plotly.min.js beside it: offline
 figure1_png(table, out / "figure1.png")
-fig1.show()
-display(Image(filename=str(out / "figure1.png")))
+fig1.show()  # the same figure is written as figure1.png (not shown twice)
 
 # %% [markdown]
 # ## 4. The efficiency claim in numbers
@@ -134,11 +157,20 @@ display(Markdown(
 user = table[table["group"] == "user"]
 if len(user):
     cols = ["model", "params"] + [c for c, _ in TASKS if user[c].notna().any()] + list(table.attrs.get("extra_datasets", []))
-    display(Markdown("**Your rows** (tasks they were probed on):"))
+    display(Markdown("**Your rows** (tasks they were probed on), mean top-1 with ± std over probe seeds as error bars:"))
     display(user[cols].set_index("model").round(3))
+    tasks = [c for c in cols[2:] if f"{c}_std" in user.columns]
+    bars = go.Figure()
+    for c in tasks:
+        bars.add_bar(name=c, x=user["model"], y=user[c], error_y=dict(type="data", array=user[f"{c}_std"].fillna(0)))
+    bars.update_layout(barmode="group", template="plotly_white", yaxis_title="test top-1 (mean ± std over seeds)",
+                       yaxis_range=[0, 1], height=420, title="Your rows per task")
+    bars.write_html(out / "user_rows.html", include_plotlyjs="directory")
+    bars.show()
 
-# %%
+# %% tags=["remove-cell"]
 summary.update({
+    "user_error_bars": pts[pts["kind"] == "user"][["model", "avg_pct", "avg_std_pct"]].to_dict("records"),
     "n_user_results": len(user_results), "user_models": user["model"].tolist(),
     "table_files": {k: str(v) for k, v in paths.items()},
     "efficiency": eff.reset_index().to_dict("records"),

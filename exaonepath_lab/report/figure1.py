@@ -5,7 +5,10 @@ Drawn from :func:`exaonepath_lab.report.table1.build_table1`. As published: y ax
 Accuracy (%)" from 75 to 90 (widened if a point falls outside), EXAONEPath red, the other published
 models blue, every point labelled; ResNet50 ImageNet at 25M parameters in (a) although the table
 leaves its size blank; the ImageNet models are absent from (b) (no WSIs); Virchow is absent from
-both (incomplete row, no average). User models are overlaid as orange diamonds.
+both (incomplete row, no average). User models are overlaid as orange diamonds with error bars:
+the standard deviation of their six-task average over probe seeds (``avg_std_pct``, from the
+per-task ± std, seeds taken as independent between tasks). Published rows have no error bars
+because the papers report none.
 
 Deliberate difference from the paper: both x axes are **logarithmic** (the issue asks for it).
 The paper uses a broken linear axis in (a) (0–400M, then 1000–1200M for GigaPath) and a linear
@@ -30,9 +33,20 @@ Y_LABEL = "Average Top1 Accuracy (%)"
 PANELS = [("params_m", "(a) Number of parameters (M, log scale)"), ("wsis_k", "(b) Number of WSIs (thousands, log scale)")]
 
 
+def _avg_std_pct(r: pd.Series) -> float:
+    """Std (percentage points) of a user row's six-task average: sqrt(sum of per-task variances) / 6."""
+    from .table1 import TASKS
+
+    stds = [r.get(f"{c}_std", math.nan) for c, _ in TASKS]
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in stds):
+        return math.nan
+    return 100 * math.sqrt(sum(v * v for v in stds)) / len(stds)
+
+
 def figure1_points(table: pd.DataFrame) -> pd.DataFrame:
-    """Plottable rows: ``model, avg_pct, params_m, wsis_k, kind`` (ours | published | user); rows without
-    an average (incomplete) are left out. Published rows use the printed average, as the paper plots."""
+    """Plottable rows: ``model, avg_pct, avg_std_pct, params_m, wsis_k, kind`` (ours | published | user); rows
+    without an average (incomplete) are left out. Published rows use the printed average, as the paper
+    plots, and have no std (NaN)."""
     rows = []
     for _, r in table.iterrows():
         avg = r["avg_published"] if r["group"] == "published" else r["avg"]
@@ -40,8 +54,8 @@ def figure1_points(table: pd.DataFrame) -> pd.DataFrame:
             continue
         kind = "user" if r["group"] == "user" else ("ours" if r["model"] == OURS else "published")
         rows.append({"model": r["model"], "avg_pct": 100 * avg, "params_m": r["params_m"], "wsis_k": r["wsis_k"],
-                     "kind": kind})
-    return pd.DataFrame(rows, columns=["model", "avg_pct", "params_m", "wsis_k", "kind"])
+                     "kind": kind, "avg_std_pct": _avg_std_pct(r) if kind == "user" else math.nan})
+    return pd.DataFrame(rows, columns=["model", "avg_pct", "avg_std_pct", "params_m", "wsis_k", "kind"])
 
 
 def _y_range(p: pd.DataFrame) -> tuple[float, float]:
@@ -69,6 +83,7 @@ def figure1_plotly(table: pd.DataFrame, *, title: str = "Figure 1: efficiency of
             fig.add_trace(go.Scatter(
                 x=g[x], y=g["avg_pct"], mode="markers+text", text=g["model"], textposition="top center",
                 marker=dict(color=COLORS[kind], size=11, symbol="diamond" if kind == "user" else "circle"),
+                error_y=dict(type="data", array=g["avg_std_pct"].fillna(0), visible=kind == "user"),
                 name={"ours": OURS, "published": "published (Table 1)", "user": "your models"}[kind],
                 legendgroup=kind, showlegend=col == 1,
                 hovertemplate="%{text}<br>%{y:.1f}%<br>" + ("%{x:.0f}M params" if x == "params_m" else "%{x:.0f}k WSIs")
@@ -92,10 +107,14 @@ def figure1_png(table: pd.DataFrame, path: str | os.PathLike, *, dpi: int = 150,
         q = _panel(p, x)
         for kind, g in q.groupby("kind", sort=False):
             ax.scatter(g[x], g["avg_pct"], c=COLORS[kind], s=50, marker="D" if kind == "user" else "o",
-                       label={"ours": OURS, "published": "published", "user": "your models"}[kind], zorder=3)
+                       label={"ours": OURS, "published": "published", "user": "your models (± std over seeds)"}[kind],
+                       zorder=3)
+            if kind == "user":
+                ax.errorbar(g[x], g["avg_pct"], yerr=g["avg_std_pct"].fillna(0), fmt="none", ecolor=COLORS[kind],
+                            capsize=4, zorder=2)
             for _, r in g.iterrows():
                 ax.annotate(r["model"], (r[x], r["avg_pct"]), textcoords="offset points", xytext=(0, 6),
-                            ha="center", fontsize=8, color=COLORS[kind])
+                            ha="center", fontsize=9, color=COLORS[kind])
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 100, not 10^2
         ax.margins(x=0.15)  # room for the labels of the outermost points
@@ -103,7 +122,7 @@ def figure1_png(table: pd.DataFrame, path: str | os.PathLike, *, dpi: int = 150,
         ax.set_xlabel(xtitle)
         ax.set_ylabel(Y_LABEL)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(frameon=False, loc="lower right", fontsize=8)
+    axes[0].legend(frameon=False, loc="lower right", fontsize=9)
     fig.suptitle(title)
     fig.tight_layout()
     with atomic_path(path) as tmp:
