@@ -81,6 +81,13 @@ def check_int(name: str, value: Any, *, minimum: int = 1, allow_none: bool = Fal
     return int(value)
 
 
+def check_device(device: Any) -> str:
+    """``device`` if it names a torch device the kit runs on (``cpu``, ``cuda``, ``cuda:N``, ``mps``)."""
+    if not (isinstance(device, str) and (device == "cpu" or device.startswith(("cuda", "mps")))):
+        raise NotebookParameterError(f"device={device!r}: expected 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    return device
+
+
 def existing_dir(name: str, path: str | os.PathLike, *, fix: str = "") -> Path:
     """``path`` resolved; an error naming ``name`` if it is not a folder."""
     p = resolve_path(path)

@@ -101,8 +101,7 @@ iterations = nbp.check_int("iterations", iterations)
 knn_k, batch_size = nbp.check_int("knn_k", knn_k), nbp.check_int("batch_size", batch_size)
 if not (isinstance(seeds, (list, tuple)) and seeds and all(isinstance(s, int) for s in seeds)):
     raise nbp.NotebookParameterError(f"seeds={seeds!r}: expected a non-empty list of whole numbers")
-if not (device == "cpu" or str(device).startswith(("cuda", "mps"))):
-    raise nbp.NotebookParameterError(f"device={device!r}: expected 'cpu', 'cuda', 'cuda:N' or 'mps'")
+device = nbp.check_device(device)
 pair = encoder == "kit-dino" and checkpoint is None  # compare a raw- and a Macenko-trained run of the kit
 if pair:
     own_ckpts = nbp.own_or_demo("comparing two kit-dino runs", ckpt_raw=ckpt_raw, ckpt_norm=ckpt_norm)
