@@ -97,8 +97,8 @@ def make_mhist(root: Path, n_train: tuple[int, int] = (8, 4), n_test: tuple[int,
     images``: images/images/), ``unzip-j`` (flat PNGs beside annotations.csv)."""
     root.mkdir(parents=True, exist_ok=True)
     exp = mhist_archives(root, n_train, n_test)
-    args = {"unzip": [], "unzip-d": ["-d", "images"], "unzip-j": ["-j"]}[how]
-    sh("unzip", "-q", "images.zip", *args, cwd=root)
+    opts, dest = {"unzip": ([], []), "unzip-d": ([], ["-d", "images"]), "unzip-j": (["-j"], [])}[how]
+    sh("unzip", "-q", *opts, "images.zip", *dest, cwd=root)
     (root / "images.zip").unlink()
     return exp
 
@@ -214,11 +214,14 @@ def make_msi(root: Path, prefix: str = "CRC_DX", patients: tuple[int, int] = (10
     kit's old hint, which merges TRAIN and TEST)."""
     arch = _scratch(root)
     exp = msi_archives(arch, prefix, patients, tiles_per)
+    if how == "champkit":  # ChampKit's setup.sh: mkdir -p images/trainval images/test, then unzip -d
+        sh("mkdir", "-p", "images/trainval", "images/test", cwd=root)
     for z in sorted(arch.glob("*.zip")):
         part = z.stem.split("_")[-2]
-        args = {"own-folder": ["-d", z.stem], "unzip-d": ["-d", f"{prefix}_{part}"], "unzip-j": ["-j", "-d", z.stem],
-                "champkit": ["-d", f"images/{'trainval' if part == 'TRAIN' else 'test'}"], "merged": []}[how]
-        sh("unzip", "-q", "-o", str(z), *args, cwd=root)
+        opts, dest = {"own-folder": ([], ["-d", z.stem]), "unzip-d": ([], ["-d", f"{prefix}_{part}"]),
+                      "unzip-j": (["-j"], ["-d", z.stem]), "merged": ([], []),
+                      "champkit": ([], ["-d", f"images/{'trainval' if part == 'TRAIN' else 'test'}"])}[how]
+        sh("unzip", "-q", "-o", *opts, str(z), *dest, cwd=root)
     shutil.rmtree(arch)
     return exp
 
