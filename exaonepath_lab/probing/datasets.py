@@ -16,6 +16,7 @@ rule in :mod:`exaonepath_lab.probing.splits` and saved as CSV under ``<root>/spl
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -67,6 +68,10 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+def real_name(d: Path) -> str:
+    return Path(os.path.realpath(d)).name
+
+
 def _any(root: Path, *patterns: str) -> bool:
     return any(next(root.glob(p), None) is not None for p in patterns)
 
@@ -95,7 +100,12 @@ def looks_like(name: str, folder: str | Path) -> bool:
             return True
         champ = any((d / b / c).is_dir() for b in ("trainval", "images/trainval") for c in MSI_CLASSES)
         other = "STAD_" if name == "msi_crc" else "CRC_DX_"
-        return champ and not _any(d, other + "*")
+        if not champ or _any(d, other + "*"):
+            return False
+        # ChampKit's layout carries no CRC/STAD prefix: the folder's name tells them apart when it can
+        low = real_name(d).lower()
+        mine, theirs = ("crc", "stad") if name == "msi_crc" else ("stad", "crc")
+        return mine in low or theirs not in low
     return False
 
 
