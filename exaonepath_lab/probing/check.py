@@ -12,7 +12,6 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from .datasets import DATASETS, dataset_spec, looks_like, resolve_dataset_root

@@ -8,7 +8,6 @@ hits the paper's count exactly (MHIST: 2,175 train items -> 1,740 / 435).
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
