@@ -194,6 +194,8 @@ def test_corrupt_archive_without_published_md5_fails_at_unpack(tmp_path: Path, s
     assert not json.loads((folder / COMPLETE).read_text())["complete"]
     with pytest.raises(ValueError, match="STAD_TEST_MSS"):
         load_dataset("msi_stad", root)
+    rep = check_dataset("msi_stad", root)
+    assert any("did not finish here; rerun it" in w for w in rep.warnings)
 
 
 def test_no_network_fails_at_once_with_url_and_manual_route(tmp_path: Path, server, monkeypatch, capsys) -> None:

@@ -35,9 +35,9 @@ from ..io import atomic_path, write_json_atomic
 from .check import md5_file
 from .datasets import dataset_spec
 from .manifests import load_manifest
+from .scan import FETCH_RECORD as COMPLETE
 from .scan import PARTIAL_PREFIX
 
-COMPLETE = ".fetch-complete.json"
 CHUNK = 1 << 20
 
 

@@ -28,6 +28,7 @@ COLUMNS = ["relpath", "path", "label", "class_name", "partition", "patient", "sl
 #: Folders the kit itself writes into a dataset folder; never data.
 KIT_DIRS = ("splits", "downloads")
 PARTIAL_PREFIX = ".partial-"
+FETCH_RECORD = ".fetch-complete.json"  # written last by `datasets fetch`
 
 
 @dataclasses.dataclass
@@ -75,6 +76,16 @@ def _partial_warnings(root: Path, scan: Scan) -> None:
     for p in sorted(root.glob(PARTIAL_PREFIX + "*")):
         scan.warnings.append(f"{p} is an interrupted extraction (ignored); rerun `exaonepath-lab datasets fetch` "
                              "or delete it")
+    rec = root / FETCH_RECORD
+    if rec.is_file():
+        import json
+
+        try:
+            complete = json.loads(rec.read_text()).get("complete")
+        except ValueError:
+            complete = False
+        if not complete:
+            scan.warnings.append(f"{rec}: `datasets fetch` did not finish here; rerun it to complete the dataset")
 
 
 def _dedupe(rows: list[dict], scan: Scan, what: str) -> list[dict]:
