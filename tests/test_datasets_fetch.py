@@ -220,3 +220,34 @@ def test_mhist_manual_route_then_fetch_unpacks(tmp_path: Path, server, monkeypat
     assert (root / "mhist" / "images").is_dir() and not (root / "mhist" / "images" / "images").exists()
     rep = check_dataset("mhist", root, expected=exp, checksums=True)
     assert rep.ok, rep.to_text()
+
+
+def test_manifests_list_downloads_with_published_md5s() -> None:
+    import re
+
+    for p in sorted(REPO_MANIFESTS.glob("*.json")):
+        if p.name.endswith(".schema.json"):
+            continue
+        m = json.loads(p.read_text())
+        files = m["downloads"]["files"]
+        md5s = m["checksums"]["files"]
+        assert files and all(f["unpack"] in ("gunzip", "zip", "zip_own_folder", "tar", "none") for f in files)
+        for f in files:
+            assert re.fullmatch(r"[0-9a-f]{32}", md5s[f["file"]]), (p.name, f["file"])  # every archive: published
+            assert f["url"] is None or f["url"].startswith("https://zenodo.org/records/"), f["url"]
+        assert (m["downloads"]["manual"] is not None) == any(f["url"] is None for f in files)
+    msi = {**json.loads((REPO_MANIFESTS / "msi_crc.json").read_text())["checksums"]["files"],
+           **json.loads((REPO_MANIFESTS / "msi_stad.json").read_text())["checksums"]["files"]}
+    assert len(msi) == 8
+
+
+def test_check_verify_catches_an_archive_changed_after_fetch(tmp_path: Path, server, monkeypatch) -> None:
+    msi_archives(server.root, "CRC_DX", patients=(2, 1), tiles_per=1)
+    _manifests(tmp_path, server, monkeypatch)
+    root = tmp_path / "d"
+    assert main(["datasets", "fetch", "msi_crc", "--root", str(root), "--quiet"]) == 0
+    assert not check_dataset("msi_crc", root, checksums=True, expected={}).problems
+    z = root / "msi_crc" / "downloads" / "CRC_DX_TEST_MSS.zip"
+    z.write_bytes(z.read_bytes()[:-10])
+    rep = check_dataset("msi_crc", root, checksums=True, expected={})
+    assert any("CRC_DX_TEST_MSS.zip: md5" in p and "differs from the published" in p for p in rep.problems)

@@ -212,3 +212,15 @@ def test_one_root_for_all_six(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"dataset folder not found: .*crc100k"):
         shutil.rmtree(tmp_path / "crc100k")
         load_dataset("crc100k", tmp_path)
+
+
+def test_til_dead_pancancer_links_beside_the_studies_are_ignored(tmp_path: Path) -> None:
+    """If the release's links were absolute (dead after extraction elsewhere), the studies still load."""
+    make_til(tmp_path, cancers=("brca", "luad"))
+    img = tmp_path / "TCGA-TILs" / "images-tcga-tils"
+    (tmp_path / "TCGA-TILs" / "images-tcga-tils-metadata.csv").unlink()
+    for link in (img / "pancancer").rglob("*.png"):
+        link.unlink()
+        link.symlink_to(Path("/nonexistent/packager/machine") / link.name)
+    ds = load_dataset("til", tmp_path)
+    _til_expect(ds, 2)

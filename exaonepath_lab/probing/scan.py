@@ -368,6 +368,11 @@ def _til_from_tree(tree: Path, scan: Scan, *, studies: bool) -> list[dict]:
                              "each file is counted once")
     if copies:
         scan.warnings.append(f"{copies} tiles appear twice under {tree} (pancancer/ and their study); counted once")
+    in_pan = [b for b in broken if studies and "pancancer" in b.relative_to(tree).parts[:1]]
+    if in_pan and len(dirs) > 1:  # the studies hold the files; pancancer/'s dead links change nothing
+        scan.warnings.append(f"{len(in_pan)} pancancer/ links point nowhere (e.g. {in_pan[0]}); ignored, the study "
+                             "folders hold the tiles")
+        broken = [b for b in broken if b not in in_pan]
     if broken:
         scan.problems.append(f"{len(broken)} tiles are broken symlinks (e.g. {broken[0]}): the pancancer/ tree links "
                              "into the study folders, which are missing; extract the whole TCGA-TILs.tar.gz "
