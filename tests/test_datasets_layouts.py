@@ -224,3 +224,27 @@ def test_til_dead_pancancer_links_beside_the_studies_are_ignored(tmp_path: Path)
         link.symlink_to(Path("/nonexistent/packager/machine") / link.name)
     ds = load_dataset("til", tmp_path)
     _til_expect(ds, 2)
+
+
+def test_pcam_champkit_png_export(tmp_path: Path) -> None:
+    """ChampKit gunzips the .h5.gz and saves every row as images/<split>/<tumor-negative|positive>/<row>.png."""
+    import h5py
+    from PIL import Image
+
+    make_pcam(tmp_path / "h5", n={"train": 4, "valid": 2, "test": 2}, with_meta=False)
+    h5_items = load_dataset("pcam", tmp_path / "h5").meta
+    champ = tmp_path / "task1_tumor_notumor"
+    for part, split in (("train", "train"), ("valid", "val"), ("test", "test")):
+        with h5py.File(tmp_path / "h5" / f"camelyonpatch_level_2_split_{part}_x.h5") as fx, \
+                h5py.File(tmp_path / "h5" / f"camelyonpatch_level_2_split_{part}_y.h5") as fy:
+            for j, (x, y) in enumerate(zip(fx["x"][()], fy["y"][()].reshape(-1))):
+                d = champ / "images" / split / ("tumor-positive" if y else "tumor-negative")
+                d.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(x).save(d / f"{j:06d}.png")
+    ds = load_dataset("pcam", champ)
+    m = ds.meta.set_index("relpath").loc[h5_items.relpath]  # same keys as the H5 items
+    assert (m.label.to_numpy() == h5_items.label.to_numpy()).all() and (m.split.to_numpy() == h5_items.split.to_numpy()).all()
+    np.testing.assert_array_equal(ds[0]["image"], load_dataset("pcam", tmp_path / "h5")[int(
+        np.flatnonzero(h5_items.relpath == ds.meta.relpath[0])[0])]["image"])
+    assert check_dataset("pcam", champ, expected={"train": {"total": 4}, "val": {"total": 2}, "test": {"total": 2}},
+                         decode=True).ok

@@ -137,7 +137,7 @@ def check_dataset(
             what = "images" if r.class_name == "(total)" else f"images of class {r.class_name}"
             problems.append(f"partition {r.partition}: found {r.found} {what}, expected {r.expected}")
     n_bad = n_wrong = 0
-    if len(items) and name != "pcam":
+    if len(items) and "index_in_file" not in items.columns:  # image files (PCam: H5 rows, unless exported)
         p, n_bad, n_wrong = _check_images(items, image_size or spec.image_size, decode, progress)
         problems += p
     elif len(items) and decode:

@@ -83,7 +83,8 @@ def looks_like(name: str, folder: str | Path) -> bool:
     if not d.is_dir():
         return False
     if name == "pcam":
-        return _any(d, "camelyonpatch_level_2_split_*", "downloads/camelyonpatch_level_2_split_*")
+        return _any(d, "camelyonpatch_level_2_split_*", "downloads/camelyonpatch_level_2_split_*",
+                    "images/train/tumor-negative", "train/tumor-negative")
     if name == "mhist":
         return (d / "annotations.csv").is_file() or _any(d, "images.zip", "downloads/images.zip")
     if name == "crc100k":
@@ -215,7 +216,7 @@ def load_dataset(
         items = scan.items.copy()
         items["split"] = assign_splits(spec, items, folder, seed=split_seed, split_dir=split_dir)
         items["dataset"] = name
-        cls = PCamDataset if name == "pcam" else FileItemDataset
+        cls = PCamDataset if "index_in_file" in items.columns else FileItemDataset  # PCam's H5 (or its PNG export)
         ds = cls(items, transform=transform)
         ds.classes = list(spec.classes)  # type: ignore[attr-defined]
         ds.root = folder  # type: ignore[attr-defined]

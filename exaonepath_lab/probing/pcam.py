@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..datasets import ItemDataset
-from .scan import COLUMNS, Scan, _frame
+from .scan import COLUMNS, Scan, _frame, list_images
 
 PCAM_CLASSES = ("no_tumor", "tumor")
 PCAM_PARTS = {"train": "train", "valid": "val", "test": "test"}
@@ -35,6 +35,9 @@ def scan_pcam(root: Path) -> Scan:
     root = Path(root)
     if not root.is_dir():
         return Scan(_frame([]), [f"dataset folder not found: {root} (expected camelyonpatch_level_2_split_*.h5)"])
+    champ = next((d for d in (root / "images", root) if (d / "train" / CHAMPKIT_CLASSES[0]).is_dir()), None)
+    if champ is not None and not any(root.glob("camelyonpatch_level_2_split_*")):
+        return _scan_champkit_pngs(root, champ)
     scan = Scan(_frame([]), layout="camelyonpatch_level_2_split_*.h5 (gunzipped)")
     frames = []
     for part, split in PCAM_PARTS.items():
@@ -106,6 +109,28 @@ def scan_pcam(root: Path) -> Scan:
         frames.append(df)
     if frames:
         scan.items = pd.concat(frames, ignore_index=True)[COLUMNS + ["index_in_file"]]
+    return scan
+
+
+CHAMPKIT_CLASSES = ("tumor-negative", "tumor-positive")
+
+
+def _scan_champkit_pngs(root: Path, images: Path) -> Scan:
+    """ChampKit's export of the H5 files: ``images/{train,val,test}/{tumor-negative,tumor-positive}/<j>.png``
+    with ``j`` the row in the H5 file; items keyed like the H5 items (``..._x.h5#j``)."""
+    scan = Scan(_frame([]), layout="images/{train,val,test}/{tumor-negative,tumor-positive}/*.png (ChampKit export)")
+    rows = []
+    for part, split in PCAM_PARTS.items():
+        for label, cls in enumerate(CHAMPKIT_CLASSES):
+            d = images / split / cls
+            if not d.is_dir():
+                scan.problems.append(f"missing folder {d} (ChampKit's PNG export of PCam)")
+                continue
+            for f in list_images(d):
+                key = f"{pcam_file(root, part, 'x').name}#{int(f.stem)}" if f.stem.isdigit() else f"{split}/{cls}/{f.name}"
+                rows.append({"relpath": key, "path": str(f), "label": label, "class_name": PCAM_CLASSES[label],
+                             "partition": split, "patient": "", "slide_id": ""})
+    scan.items = _frame(rows)
     return scan
 
 
