@@ -248,3 +248,15 @@ def test_pcam_champkit_png_export(tmp_path: Path) -> None:
         np.flatnonzero(h5_items.relpath == ds.meta.relpath[0])[0])]["image"])
     assert check_dataset("pcam", champ, expected={"train": {"total": 4}, "val": {"total": 2}, "test": {"total": 2}},
                          decode=True).ok
+
+
+def test_til_verify_checks_every_tile_against_the_metadata_md5(tmp_path: Path) -> None:
+    exp = make_til(tmp_path, cancers=("brca",))
+    assert check_dataset("til", tmp_path, expected=exp, checksums=True).ok
+    f = sorted((tmp_path / "TCGA-TILs" / "images-tcga-tils" / "brca" / "val" / "til-positive").iterdir())[0]
+    from PIL import Image
+
+    Image.new("RGB", (100, 100), (1, 2, 3)).save(f)  # a valid image, but not the released one
+    rep = check_dataset("til", tmp_path, expected=exp, checksums=True)
+    assert any("1 tiles differ from the md5" in p and f.name in p for p in rep.problems)
+    assert check_dataset("til", tmp_path, expected=exp).ok  # without --verify only the format is checked

@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "the default reads headers, which catches missing, garbage and wrongly sized files)")
     c.add_argument("--verify", "--checksums", dest="checksums", action="store_true",
                    help="also verify the md5 of the archives/files whose md5 is published (data_manifests), found in "
-                   "the dataset folder or its downloads/ (large files: minutes)")
+                   "the dataset folder or its downloads/, and of every TIL tile against its metadata CSV (minutes)")
     c.add_argument("--expect-total", nargs="+", metavar="PARTITION=N",
                    help="replace the manifest's expected counts by these totals (for a subset you made on purpose)")
     c.add_argument("--quiet", action="store_true", help="no progress bars")

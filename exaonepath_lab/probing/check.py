@@ -147,7 +147,21 @@ def check_dataset(
         p, w = verify_checksums(name, root)
         problems += p
         warnings += w
+        if "md5" in items.columns:  # TIL: the metadata CSV publishes every tile's md5
+            problems += _verify_item_md5s(items, progress)
     return CheckReport(name, str(root), problems, warnings, counts, int(len(items)), n_bad, n_wrong, scan.layout)
+
+
+def _verify_item_md5s(items: pd.DataFrame, progress: bool) -> list[str]:
+    from tqdm.auto import tqdm
+
+    listed = items[items["md5"].astype(str).str.fullmatch(r"[0-9a-f]{32}")]
+    bad = [p for p, m in tqdm(zip(listed["path"], listed["md5"]), total=len(listed), desc="md5 of tiles",
+                              disable=not progress, unit="img") if md5_file(Path(p)) != m]
+    if bad:
+        return [f"{len(bad)} tiles differ from the md5 their metadata CSV publishes (e.g. {bad[:3]}); extract the "
+                "archive again"]
+    return []
 
 
 def verify_checksums(name: str, folder: str | Path) -> tuple[list[str], list[str]]:

@@ -60,7 +60,8 @@ def _row(relpath: str, path: Path, label: int, cls: str, partition: str, patient
 
 
 def _frame(rows: list[dict]) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=COLUMNS)
+    extra = [k for k in (rows[0] if rows else {}) if k not in COLUMNS]  # e.g. TIL's published per-tile md5
+    df = pd.DataFrame(rows, columns=COLUMNS + extra)
     df["label"] = df["label"].astype(np.int64)
     return df.sort_values("relpath", kind="stable").reset_index(drop=True)
 
@@ -323,7 +324,8 @@ def _til_from_csv(csv: Path, images: Path, scan: Scan) -> list[dict] | None:
         except ValueError:
             relpath = f"{study}/{part}/{TIL_CLASSES[label]}/{f.name}"
         barcode = str(getattr(r, "barcode", "") or "")
-        rows.append(_row(relpath, rf, label, TIL_CLASSES[label], part, tcga_patient(barcode) or tcga_patient(f.name)))
+        row = _row(relpath, rf, label, TIL_CLASSES[label], part, tcga_patient(barcode) or tcga_patient(f.name))
+        rows.append({**row, "md5": str(getattr(r, "md5", "") or "").strip().lower()})
     if bad:
         scan.problems.append(f"{csv}: {bad} rows with a partition not in train/val/test or a label not in "
                              f"{list(TIL_CLASSES)}")
