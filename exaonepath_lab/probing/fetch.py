@@ -256,9 +256,13 @@ def fetch_dataset(
         if f["md5"]:
             got = md5_file(local)
             if got != f["md5"]:
-                local.unlink()
-                raise FetchError(f"{name}: {local} has md5 {got}, but the published md5 is {f['md5']}: the download "
-                                 "is corrupt or the file changed upstream. It was deleted; rerun to download it again")
+                if local.parent.name == "downloads":  # ours: delete it so that a rerun downloads it again
+                    local.unlink()
+                    raise FetchError(f"{name}: {local} has md5 {got}, but the published md5 is {f['md5']}: the "
+                                     "download is corrupt or the file changed upstream. It was deleted; rerun to "
+                                     "download it again")
+                raise FetchError(f"{name}: {local} has md5 {got}, but the published md5 is {f['md5']}: the file is "
+                                 "corrupt or another version; replace it (or delete it so that fetch downloads it)")
             log(f"{name}: {fname} md5 ok")
         else:
             notes.append(f"{fname}: no published md5, not verified")
