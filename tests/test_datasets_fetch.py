@@ -251,3 +251,15 @@ def test_check_verify_catches_an_archive_changed_after_fetch(tmp_path: Path, ser
     z.write_bytes(z.read_bytes()[:-10])
     rep = check_dataset("msi_crc", root, checksums=True, expected={})
     assert any("CRC_DX_TEST_MSS.zip: md5" in p and "differs from the published" in p for p in rep.problems)
+
+
+def test_a_wrong_archive_put_by_hand_is_named_not_deleted(tmp_path: Path, server, monkeypatch, capsys) -> None:
+    mhist_archives(server.root)
+    _manifests(tmp_path, server, monkeypatch)
+    d = tmp_path / "d" / "mhist"
+    d.mkdir(parents=True)
+    shutil.copy(server.root / "annotations.csv", d)
+    (d / "images.zip").write_bytes(b"PK not really")
+    assert main(["datasets", "fetch", "mhist", "--root", str(tmp_path / "d"), "--quiet"]) == 1
+    assert "images.zip has md5" in capsys.readouterr().err and (d / "images.zip").is_file()
+    assert not (d / "images").exists()
