@@ -14,6 +14,7 @@ resolved and each file is counted once), ``label``, ``class_name``, ``partition`
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -79,8 +80,6 @@ def _partial_warnings(root: Path, scan: Scan) -> None:
                              "or delete it")
     rec = root / FETCH_RECORD
     if rec.is_file():
-        import json
-
         try:
             complete = json.loads(rec.read_text()).get("complete")
         except ValueError:
@@ -90,8 +89,8 @@ def _partial_warnings(root: Path, scan: Scan) -> None:
 
 
 def _dedupe(rows: list[dict], scan: Scan, what: str) -> list[dict]:
-    """Drop rows whose real file was already listed; rows whose ``relpath`` repeats with another real
-    file are a problem (the same tile twice: a copied tree or two extractions)."""
+    """Each file once: drop rows whose real file was already listed (links) and rows whose ``relpath``
+    repeats with another real file (a copied tree, two extractions); both are counted in a warning."""
     seen_path: dict[str, dict] = {}
     seen_rel: dict[str, dict] = {}
     out, dup_links, clash = [], 0, []
