@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as _dt
 import gzip
 import http.client
+import json
 import os
 import shutil
 import socket
@@ -217,8 +218,6 @@ def fetch_dataset(
     plan = fetch_plan(name)
     done: dict[str, Any] = {}
     if done_file.is_file():
-        import json
-
         done = json.loads(done_file.read_text())
         if done.get("complete") and {f["file"] for f in plan["files"]} <= set(done.get("unpacked", {})):
             log(f"{name}: already fetched into {folder} ({done.get('finished')})")
