@@ -317,13 +317,10 @@ def _til_from_csv(csv: Path, images: Path, scan: Scan) -> list[dict] | None:
         study = str(getattr(r, "study", "") or "").strip()
         if study.lower() == "pancancer":
             continue  # the symlink tree; its files are the studies' files
-        rf = real(f)
-        try:
-            relpath = rf.relative_to(real(images)).as_posix()
-        except ValueError:
-            relpath = f"{study}/{part}/{TIL_CLASSES[label]}/{f.name}"
+        # listed files are the studies' own files: no symlink to resolve (cheap for 304,097 rows)
+        relpath = "/".join(f.parts[-4:])  # <study>/<split>/<class>/<name>
         barcode = str(getattr(r, "barcode", "") or "")
-        row = _row(relpath, rf, label, TIL_CLASSES[label], part, tcga_patient(barcode) or tcga_patient(f.name))
+        row = _row(relpath, f, label, TIL_CLASSES[label], part, tcga_patient(barcode) or tcga_patient(f.name))
         rows.append({**row, "md5": str(getattr(r, "md5", "") or "").strip().lower()})
     if bad:
         scan.problems.append(f"{csv}: {bad} rows with a partition not in train/val/test or a label not in "
@@ -417,11 +414,19 @@ def scan_til(root: Path) -> Scan:
         else:
             rows = _til_from_tree(tree, scan, studies=False)
             scan.layout = f"{tree.name}/<split>/<class>/ (links resolved)"
-    scan.items = _frame(_dedupe(rows, scan, "tiles"))
-    if csv is not None and images is not None and len(scan.items):
-        on_disk = {str(real(f)) for f in images.glob("*/*/*/*") if f.suffix.lower() in IMAGE_SUFFIXES}
-        if extra := len(on_disk - set(scan.items["path"])):
+    from_csv = scan.layout.startswith(TIL_META)
+    if from_csv:
+        df = _frame(rows)
+        if (dup := df["relpath"].duplicated()).any():
+            scan.problems.append(f"{csv}: {int(dup.sum())} tiles listed twice (e.g. {df['relpath'][dup].iloc[0]})")
+        scan.items = df.drop_duplicates("relpath").reset_index(drop=True)
+        on_disk = {f"{st.name}/{sp}/{c}/{e.name}" for st in images.iterdir() if st.name != "pancancer" and _is_til_study(st)
+                   for sp in TIL_SPLITS for c in TIL_CLASSES if (st / sp / c).is_dir()
+                   for e in os.scandir(st / sp / c) if Path(e.name).suffix.lower() in IMAGE_SUFFIXES}
+        if extra := len(on_disk - set(scan.items["relpath"])):
             scan.warnings.append(f"{extra} tiles under {images} are not in {csv.name} and are ignored")
+    else:
+        scan.items = _frame(_dedupe(rows, scan, "tiles"))
     return scan
 
 
