@@ -23,9 +23,18 @@ def parse_key_values(items: list[str], flag: str) -> dict[str, Any]:
     return out
 
 
-def add_macenko_options(p: argparse.ArgumentParser, normalize_help: str) -> None:
-    """The four Macenko options shared by ``extract`` and ``probe``; see :func:`macenko_from_args`."""
-    p.add_argument("--normalize", action="store_true", help=normalize_help)
+def add_macenko_options(p: argparse.ArgumentParser, normalize_help: str, *, default: bool = False) -> None:
+    """The Macenko options shared by ``extract`` and ``probe``; see :func:`macenko_from_args`.
+
+    ``default=True`` (probe: the paper's protocol) normalizes unless ``--no-normalize`` is given;
+    ``--normalize`` stays accepted. ``default=False`` (extract) normalizes only with ``--normalize``.
+    """
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--normalize", dest="normalize", action="store_true", default=default, help=normalize_help)
+    g.add_argument("--no-normalize", dest="normalize", action="store_false",
+                   help="no Macenko normalization" + (" (differs from the paper's protocol; `table` marks such rows)"
+                                                       if default else " (the default)"))
+    p.set_defaults(normalize_default=default)
     p.add_argument("--stain-target", help="fitted stain target JSON (StainTarget.save); default: HERef/maxCRef")
     p.add_argument("--stain-policy", choices=["passthrough", "flag", "raise"], default="passthrough",
                    help="images Macenko cannot normalize (background, too little tissue): passthrough keeps them raw "
@@ -39,6 +48,9 @@ def macenko_from_args(args: argparse.Namespace) -> Any:
     """The :class:`MacenkoNormalizer` the options of :func:`add_macenko_options` ask for, or None."""
     if not args.normalize:
         if args.stain_target:
+            if getattr(args, "normalize_default", False):
+                raise ValueError("--stain-target given with --no-normalize; drop --no-normalize (the paper normalizes) "
+                                 "or drop the target")
             raise ValueError("--stain-target given without --normalize; add --normalize or drop the target")
         return None
     from ..stain.macenko import MacenkoNormalizer
