@@ -81,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = ProbeConfig(lr=args.lr, lr_schedule=args.lr_schedule, batch_size=args.batch_size_probe, iterations=args.iterations,
                       feature_norm=args.feature_norm, selection=args.selection, eval_every=args.eval_every,
                       seeds=tuple(args.seeds))
-    normalizer = macenko_from_args(args)  # first: a bad stain option fails before any loading
+    # first: a bad stain option fails before any loading; a target image is fitted once, cached in OUT
+    normalizer = macenko_from_args(args, target_cache=out / "stain_target.json")
     ds = load_dataset(args.dataset, args.root, split_seed=args.split_seed, split_dir=args.split_dir)
     encoder = create_encoder(args.encoder, checkpoint=args.checkpoint, device=args.device, **parse_key_values(args.encoder_kw, "--encoder-kw"))
     model = args.model_name or args.encoder
@@ -103,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         res = evaluate_features(fs, dataset=args.dataset, model=model, method=m, config=cfg, classes=classes,
                                 model_info=info, progress=progress)
         res["feature_cache"] = str(cache)
+        res["stain_target"] = normalizer.target.provenance() if normalizer is not None else None
         res["protocol_deviations"] = protocol_deviations(res)
         path = write_result(res, out)
         t = res["test"]

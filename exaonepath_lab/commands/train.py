@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from ._args import parse_key_values
+from ._args import STAIN_TARGET_HELP, parse_key_values
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,9 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="Macenko-normalise every image before cropping (EXAONEPath; both presets default to it)")
     g.add_argument("--no-normalize", dest="normalize", action="store_false",
                    help="train on raw colours (the paper's baseline that shows WSI-specific feature collapse)")
-    p.add_argument("--stain-target", default=None,
-                   help="fitted Macenko target file (JSON from the stain tools); default: torchstain's reference "
-                        "stain matrix, since the paper's TCGA target image is not distributed")
+    p.add_argument("--stain-target", default=None, metavar="JSON_OR_IMAGE", help=STAIN_TARGET_HELP.replace("%", "%%")
+                   + ". Whatever is used is written to RUN_DIR/stain_target.json (name + sha256) and config.json points to it")
     p.add_argument("--init", dest="init_checkpoint", default=None, metavar="WEIGHTS|none",
                    help="local ImageNet weights for the backbone (timm .safetensors/.pth); loaded strictly with a "
                         "report. The paper starts from ImageNet; nothing is downloaded. The paper preset refuses to "
@@ -59,6 +58,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar (batch logs)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=run)
+
+
+def _record_stain_target(cfg: Any, out: str) -> Any:
+    """Write the Macenko target the run uses to OUT/stain_target.json (name, sha256, numbers).
+
+    A target *image* (the authors' PNG) is fitted here, once, and the run then loads the fitted JSON
+    (``stain_target`` points to it; reruns reuse it while the image's sha256 is unchanged). A JSON
+    target or the HERef default is used as given and only recorded.
+    """
+    from pathlib import Path
+
+    from ..stain.target import IMAGE_SUFFIXES, resolve_target
+
+    cached = Path(out) / "stain_target.json"
+    spec = cfg.stain_target
+    if spec and Path(spec).resolve() == cached.resolve():
+        return cfg
+    target = resolve_target(spec, cache_path=cached)
+    if spec and Path(spec).suffix.lower() in IMAGE_SUFFIXES:
+        cfg = cfg.replace(stain_target=str(cached))
+    else:
+        target.save(cached)
+    prov = target.provenance()
+    print(f"Macenko target: {prov['name']} (sha256 {prov['sha256'][:16]}...) recorded in {cached}", file=sys.stderr)
+    return cfg
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
     prev = latest_checkpoint(args.out)
     if prev is not None and not args.resume:
         raise ValueError(f"{prev} exists: pass --resume to continue that run, or choose another --out")
+    if cfg.normalize:
+        cfg = _record_stain_target(cfg, args.out)
     from ..pretrain.trainer import train
 
     res = train(cfg, resume=args.resume, progress=not args.no_progress)

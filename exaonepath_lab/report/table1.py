@@ -57,7 +57,7 @@ def protocol_deviations(result: dict[str, Any]) -> list[str]:
         out.append(f"{norm.get('class')} instead of Macenko normalization")
     else:
         target = ((norm.get("config") or {}).get("target") or {})
-        if AUTHORS_TARGET_STEM not in str(target.get("source", "")):
+        if not str(target.get("source", "")).startswith(AUTHORS_TARGET_STEM):  # fit_files records the file name
             out.append("Macenko target other than the authors' TCGA-55-A48X image (e.g. the HERef default)")
     proto = result.get("protocol") or {}
     if result.get("method", "linear") == "linear" and "protocol" not in result:
