@@ -68,6 +68,7 @@ def test_resolve_fits_the_image_caches_the_json_and_records_name_and_sha256(real
     t = resolve_target(png, cache_path=cache)
     direct = StainTarget.fit(read_rgb(png))
     np.testing.assert_array_equal(t.stain_matrix, direct.stain_matrix)
+    np.testing.assert_array_equal(StainTarget.load(png).stain_matrix, direct.stain_matrix)  # what the trainer calls
     d = json.loads(cache.read_text())
     assert d["source"] == NAME and d["source_sha256"] == file_sha256(png) and d["n_pixels"] == 1000 * 1000
     assert t.provenance() == {"name": NAME, "sha256": file_sha256(png)}

@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from ..pretrain.presets import PRESET_HELP
 
     p.add_argument("--preset", default="cpu-demo", choices=["cpu-demo", "paper"],
-                   help="starting configuration (default cpu-demo). " + " ".join(
+                   help="starting configuration (default cpu-demo). " + "; ".join(
                        f"{name}: {text}" for name, text in PRESET_HELP.items()).replace("%", "%%"))
     p.add_argument("--data", required=True, metavar="TILE_DIR_OR_IMAGE_FOLDER",
                    help="tiling output folder (exaonepath-lab tile ... --out DIR) or a folder of images")

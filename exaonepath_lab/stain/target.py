@@ -176,13 +176,18 @@ class StainTarget:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "StainTarget":
+        """Read a target JSON; an image file (e.g. the authors' PNG) is fitted instead (not cached:
+        :func:`resolve_target` caches)."""
         p = Path(path)
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            return resolve_target(p)
         if not p.exists():
             raise FileNotFoundError(f"stain target not found: {p}. Create one with `exaonepath-lab normalize --fit-target IMAGE --save-target {p}`")
         try:
             return cls.from_dict(json.loads(p.read_text()))
-        except (json.JSONDecodeError, TypeError) as e:
-            raise ValueError(f"{p} is not a stain target JSON written by StainTarget.save: {e}") from e
+        except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{p} is not a stain target JSON written by StainTarget.save (nor an image to fit one "
+                             f"on: {', '.join(IMAGE_SUFFIXES)}): {e}") from e
 
     def __repr__(self) -> str:
         sm = np.array2string(self.stain_matrix, precision=4, separator=", ").replace("\n", "")
