@@ -1,6 +1,7 @@
 """Mixed-size batches: crops never sample the padding of a smaller tile (issue 12.2)."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from exaonepath_lab.pretrain import multicrop as mc
@@ -59,3 +60,13 @@ def test_crop_in_a_padded_batch_equals_the_crop_of_the_tile_alone() -> None:
         torch.testing.assert_close(in_batch, alone, atol=1e-4, rtol=0)
     # the big tiles are untouched
     torch.testing.assert_close(x[2:], batch[2:].float())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_padding_is_refilled_on_the_gpu_too() -> None:
+    batch, sizes = _batch()
+    aug = mc.MultiCropAugment(global_size=64, local_size=32, n_local=2, global_scale=(1.0, 1.0),
+                              local_scale=(0.9, 1.0), mean=(0, 0, 0), std=(1, 1, 1), color_jitter_p=0,
+                              grayscale_p=0, blur_p=(0, 0, 0), solarize_p=0)
+    for v in aug(batch.cuda(), sizes, generator=torch.Generator().manual_seed(0)):
+        torch.testing.assert_close(v[:2].cpu(), torch.full_like(v[:2].cpu(), 160 / 255), atol=1e-5, rtol=0)

@@ -23,7 +23,7 @@ PUBLISHED: dict[str, tuple[object, str]] = {
     "normalize": (True, P + " §3.3: Macenko on every patch before DINO augmentation"),
     "stain_target": (None, KIT + " (--stain-target; the authors' TCGA-55-A48X PNG when the user has it)"),
     "stain_policy": ("passthrough", KIT + " (failure policy, PROTOCOL.md §2)"),
-    "num_workers": (10, DB + ": --num_workers 10"),
+    "num_workers": (10, KIT + " (DINO's default: 10 loader workers per GPU)"),
     "load_px": (None, P + " §4.1: patches are not resized for pretraining"),
     "timm_name": ("vit_base_patch16_224", P + " §4.2 / " + DB + ": --arch vit_base --patch_size 16"),
     "timm_kwargs": ({}, DB + ": vit_base as built by DINO (timm defaults match it)"),
