@@ -79,8 +79,12 @@ def test_dataset_transform_is_in_the_key(real_he: Path, tmp_path: Path, enc) -> 
     def darker(im: np.ndarray, f: float) -> np.ndarray:
         return (im * f).astype(np.uint8)
 
+    from exaonepath_lab.stain import MacenkoNormalizer, MacenkoTransform, StainTarget
+
+    fitted = StainTarget.fit(ImageFolderDataset(root, labels_from_dirs=False)[0]["image"], source="first tile")
     runs = [None, functools.partial(darker, f=0.5), functools.partial(darker, f=0.8), lambda im: im[::-1].copy(),
-            lambda im: im[:, ::-1].copy()]
+            lambda im: im[:, ::-1].copy(), MacenkoTransform(MacenkoNormalizer(backend="torch")),
+            MacenkoTransform(MacenkoNormalizer(fitted, backend="torch"))]
     feats = []
     for i, tf in enumerate(runs):
         ds = ImageFolderDataset(root, labels_from_dirs=False, transform=tf)
@@ -88,7 +92,7 @@ def test_dataset_transform_is_in_the_key(real_he: Path, tmp_path: Path, enc) -> 
         assert r.cache_status == ("computed" if i == 0 else "recomputed (cache differs in: dataset)"), i
         feats.append(r.features)
         again = extract_features(enc, ImageFolderDataset(root, labels_from_dirs=False, transform=tf), batch_size=16,
-                                 cache_path=cache, progress=False)
+                                 cache_path=cache, progress=False)  # after use: a MacenkoTransform's counts changed
         assert again.cache_status == "reused"  # the same transform, a new object: its identity is stable
     for a in range(len(feats)):
         for b in range(a + 1, len(feats)):

@@ -75,10 +75,15 @@ def transform_identity(transform: Any) -> Any:
     if ident is not None:
         return ident
     cls = type(transform)
+    name = f"{cls.__module__}.{cls.__qualname__}"
     r = repr(transform)
     if cls.__repr__ is not object.__repr__ and " at 0x" not in r:
-        return {"class": f"{cls.__module__}.{cls.__qualname__}", "repr": r}
-    return {"class": f"{cls.__module__}.{cls.__qualname__}", "state": _public_state(transform)}
+        # Parts that describe themselves (a MacenkoTransform's normalizer: its full config, which its
+        # repr abbreviates) are added; plain state such as usage counters is not (it changes with use).
+        parts = {k: normalizer_identity(v) for k, v in sorted(getattr(transform, "__dict__", {}).items())
+                 if not k.startswith("_") and any(callable(getattr(v, m, None)) for m in ("identity", "config", "to_dict"))}
+        return {"class": name, "repr": r, **({"parts": parts} if parts else {})}
+    return {"class": name, "state": _public_state(transform)}
 
 
 def dataset_identity(dataset: Any) -> dict[str, Any]:
