@@ -69,6 +69,16 @@ def test_resolve_fits_the_image_caches_the_json_and_records_name_and_sha256(real
     direct = StainTarget.fit(read_rgb(png))
     np.testing.assert_array_equal(t.stain_matrix, direct.stain_matrix)
     np.testing.assert_array_equal(StainTarget.load(png).stain_matrix, direct.stain_matrix)  # what the trainer calls
+    # the authors' macenko_normalizer(): PIL -> ToTensor() * 255 (float CHW) -> TorchMacenkoNormalizer.fit, whose
+    # code is torchstain's TorchMacenkoNormalizer line for line
+    import torchstain
+    from PIL import Image
+    from torchvision import transforms
+
+    theirs = torchstain.normalizers.MacenkoNormalizer(backend="torch")
+    theirs.fit(transforms.ToTensor()(Image.open(png)) * 255)
+    np.testing.assert_allclose(t.stain_matrix, theirs.HERef.numpy(), atol=1e-5)
+    np.testing.assert_allclose(t.max_conc, theirs.maxCRef.numpy(), rtol=1e-5)
     d = json.loads(cache.read_text())
     assert d["source"] == NAME and d["source_sha256"] == file_sha256(png) and d["n_pixels"] == 1000 * 1000
     assert t.provenance() == {"name": NAME, "sha256": file_sha256(png)}
