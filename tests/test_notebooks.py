@@ -82,7 +82,8 @@ def _run(nb_path: Path, tmp_path: Path, params: dict[str, Any], *, cwd: Path = N
     executed = tmp_path / nb_path.name
     pm.execute_notebook(str(nb_path), str(executed), parameters=params, cwd=str(cwd), kernel_name="python3",
                         progress_bar=False, request_save_on_cell_execute=False)
-    summary_path = Path(params["out_dir"]) / "notebook_summary.json"
+    out = Path(params["out_dir"])
+    summary_path = (out if out.is_absolute() else NB_DIR / out) / "notebook_summary.json"
     assert summary_path.exists(), f"{nb_path.name} must write notebook_summary.json with its key numbers"
     return nbformat.read(executed, as_version=4), json.loads(summary_path.read_text())
 
@@ -284,6 +285,23 @@ def test_07_draws_the_users_rows_with_error_bars(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "user_rows.html").exists()
 
 
+def test_notebook_run_elsewhere_writes_relative_to_notebooks(tmp_path: Path) -> None:
+    """papermill started in another folder (the repository root, VS Code): `../outputs/...` still lands in the
+    repository's outputs/, not beside the working directory."""
+    import shutil
+
+    rel = f"../outputs/.test-notebooks-{os.getpid()}"
+    target = (NB_DIR / rel).resolve()
+    elsewhere = tmp_path / "a" / "b"
+    elsewhere.mkdir(parents=True)
+    try:
+        _run(NB["07"], tmp_path, {"out_dir": rel, "smoke": True}, cwd=elsewhere)
+        assert (target / "notebook_summary.json").exists()
+        assert not (tmp_path / "outputs").exists() and not (tmp_path / "a" / "outputs").exists()
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
+
+
 def test_relative_paths_resolve_from_the_notebooks_folder(tmp_path: Path) -> None:
     """Run from the repository root (papermill, VS Code): `../outputs` still means the repo's outputs/."""
     from exaonepath_lab import notebook_params as nbp
@@ -298,3 +316,16 @@ def test_relative_paths_resolve_from_the_notebooks_folder(tmp_path: Path) -> Non
     with pytest.raises(nbp.NotebookParameterError, match="ckpt_norm"):
         nbp.own_or_demo("x", tile_dir="t", ckpt_raw="a", ckpt_norm=None)
     assert nbp.own_or_demo("x", tile_dir=None, ckpt_raw=None) is False
+
+
+def test_extraction_estimate_warns_of_hours_for_a_vit_b_on_cpu() -> None:
+    """The estimate notebook 06 prints before extracting: PCam through a ViT-B/16 is a day-plus job on 2 CPU cores."""
+    from exaonepath_lab import notebook_params as nbp
+    from exaonepath_lab.encoders import create_encoder
+
+    vit_b = create_encoder("random:exaonepath", device="meta")  # architecture only, no weights in memory
+    cpu = nbp.extraction_hours(327_680, vit_b, device="cpu")
+    gpu = nbp.extraction_hours(327_680, vit_b, device="cuda")
+    n_params = sum(p.numel() for p in vit_b.parameters())
+    assert cpu == pytest.approx(327_680 * (n_params / 86e6) / nbp.VIT_B_CPU_IMG_PER_S / 3600)
+    assert cpu > 24 and gpu < 1
