@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_NOTEBOOKS = PACKAGE_DIR.parent / "notebooks"
@@ -88,22 +88,22 @@ def check_device(device: Any) -> str:
     return device
 
 
+def _existing(name: str, path: str | os.PathLike, *, folder: bool, fix: str) -> Path:
+    p = resolve_path(path)
+    if p is None or not (p.is_dir() if folder else p.is_file()):
+        what = "folder" if folder else "file"
+        raise NotebookParameterError(f"{name}={str(path)!r}: {what} not found ({p}). {fix}".strip())
+    return p
+
+
 def existing_dir(name: str, path: str | os.PathLike, *, fix: str = "") -> Path:
     """``path`` resolved; an error naming ``name`` if it is not a folder."""
-    p = resolve_path(path)
-    assert p is not None
-    if not p.is_dir():
-        raise NotebookParameterError(f"{name}={str(path)!r}: folder not found ({p}). {fix}".strip())
-    return p
+    return _existing(name, path, folder=True, fix=fix)
 
 
 def existing_file(name: str, path: str | os.PathLike, *, fix: str = "") -> Path:
     """``path`` resolved; an error naming ``name`` if it is not a file."""
-    p = resolve_path(path)
-    assert p is not None
-    if not p.is_file():
-        raise NotebookParameterError(f"{name}={str(path)!r}: file not found ({p}). {fix}".strip())
-    return p
+    return _existing(name, path, folder=False, fix=fix)
 
 
 def tiling_dir(path: str | os.PathLike, *, name: str = "tile_dir") -> Path:
@@ -218,11 +218,6 @@ def slides_and_tiles(cohort_dir: str | os.PathLike | None, tile_dir: str | os.Pa
     if tile_dir is not None:
         return None, tiling_dir(tile_dir)
     raise NotebookParameterError("give cohort_dir (a folder of slides, tiled here) or tile_dir (an existing tiling)")
-
-
-def describe(params: Mapping[str, Any]) -> str:
-    """One line per parameter, for the notebook's record of what it ran on."""
-    return "\n".join(f"  {k} = {v}" for k, v in params.items())
 
 
 VIT_B_CPU_IMG_PER_S = 2.0

@@ -123,7 +123,7 @@ print("reusing the demo's finished runs in", demo_dir if reuse else "", "" if re
 # | crops | 224 / 96 px, 8 local | 32 / 16 px of patches read at 64 px, 4 local | cheap on a CPU; reading and normalizing 256 px patches was half of every iteration |
 # | colour jitter | (0.4, 0.4, 0.2, 0.1) | (0.2, 0.2, 0.1, 0.02), grayscale 20 % kept | at full strength the teacher drifts to uniform in ~300 iterations, and a hue shift scrambles what tells H&E classes apart (how much of each stain); the grayscale views teach the raw run to look past colour |
 # | blur σ | 0.1–2 px | 0.1–0.4 px | scaled to 32 px crops |
-# | teacher temperature | 0.04 → 0.07 | 0.02 | at 0.04 the run drifts to uniform within ~100 steps |
+# | teacher temperature | 0.04, warming towards 0.07 (DINO ViT-B/16's 50-epoch ramp; ~0.046 after 10 epochs) | 0.02 | at 0.04 the run drifts to uniform within ~100 steps |
 # | teacher momentum | 0.996 | 0.99 | 0.996 moves the teacher too slowly for ~1,000 steps |
 # | length | 10 epochs of 285 M patches, 5,120 per batch | 1,200 iterations × 32 (~25 epochs of 10 slides) | 150 iterations left the features no better than random init; 1,200 beat it clearly |
 # | warm-up | 1,000 iterations | 60 (5 %) | scaled with `iterations` here |
