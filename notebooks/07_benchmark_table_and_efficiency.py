@@ -37,9 +37,8 @@
 #   EXAONEPath paper's own runs (Macenko-normalized input, the probe of §4.4); the other seven are
 #   copied from the RudolfV paper, which ran its own probe settings, splits and preprocessing, and did
 #   not re-normalize every image to EXAONEPath's Macenko target. The rows differ in protocol, in
-#   normalization and in who ran
-#   them — a difference of a point may be the protocol's. (Your rows that deviate from §4.4 are marked
-#   ‡ with the differences named.)
+#   normalization and in who ran them — a difference of a point may be the protocol's. (Your rows
+#   that deviate from §4.4 are marked ‡ with the differences named.)
 # - *No seed variance is reported.* A linear probe's top-1 moves by a few tenths of a point between
 #   seeds (see the ± std of your own rows below). Without it, 0.861 (EXAONEPath) vs 0.862 (GigaPath)
 #   cannot be told apart: "level with" is all the table supports, not "better" or "worse".

@@ -231,7 +231,6 @@ def test_04_trains_on_the_users_unlabelled_tiling(tmp_path: Path, other_cohort: 
     import pandas as pd
 
     out, tiles = tmp_path / "out", tmp_path / "unlabelled"
-
     shutil.copytree(other_cohort["tile_dir"], tiles)
     man = pd.read_csv(tiles / "manifest.csv", dtype=str, keep_default_na=False)
     man["h5_path"] = ""  # the copies under tiles/patches, not the original tiling's files
