@@ -169,8 +169,8 @@ else:
 #
 # - **iLISI's chance is not 1.** iLISI counts the effective number of slides among a patch's
 #   neighbours; even perfect mixing does not reach all slides equally in a neighbourhood of ~30 when
-#   slides contribute different numbers of patches, so chance here is about 0.6 (the row shows the
-#   value for these patches). Compare with the chance row, not with 1.
+#   slides contribute different numbers of patches, so chance is well below 1 (about 0.6 in the full
+#   demo; the row shows the value for these patches). Compare with the chance row, not with 1.
 # - **Silhouette can be ≈ 0 while purity is high.** Silhouette compares a patch's *average* distance to
 #   its whole slide with its average distance to the nearest other slide; slides that contain several
 #   tissue classes are spread out, so the averages are close (≈ 0) even when each patch's *nearest*
@@ -240,7 +240,7 @@ explorer = CollapseExplorer(sets, seed=seed, n_boot=0 if smoke else 50)
 display(explorer.widget)
 
 # %% tags=["remove-cell"]
-write_json_atomic(out / "notebook_summary.json", {
+_ = write_json_atomic(out / "notebook_summary.json", {
     "knn_slide_purity": purity.to_dict("records"), "tissue_knn": tissue.to_dict("records"),
     "chance": report.metrics.groupby("metric")["chance"].first().to_dict(),
     "b_equals_c": b_equals_c, "gallery_same_slide_share": same_slide.to_dict(),

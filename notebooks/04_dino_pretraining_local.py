@@ -234,7 +234,7 @@ else:
                      "A trained teacher at or below its twin or the colour statistics learned nothing beyond colour."))
 
 # %% tags=["remove-cell"]
-write_json_atomic(out / "notebook_summary.json", {
+_ = write_json_atomic(out / "notebook_summary.json", {
     "reused_demo_runs": reuse is not None, "tile_dir": str(tile_dir),
     "iterations": {n: r["iterations"] for n, r in runs.items()},
     "warmup_iters": {n: c.warmup_iters for n, c in configs.items()},
