@@ -183,7 +183,7 @@ def other_cohort(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     base = tmp_path_factory.mktemp("other_cohort")
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     cli = [sys.executable, "-m", "exaonepath_lab"]
-    subprocess.run(cli + ["synth", "--out", str(base / "slides"), "--slides", "3", "--seed", "7", "--size", "800", "1000",
+    subprocess.run(cli + ["synth", "--out", str(base / "slides"), "--slides", "3", "--seed", "7", "--size", "1000", "1200",
                           "--mpp", "0.5", "--workers", "1"], check=True, env=env, capture_output=True)
     subprocess.run(cli + ["tile", str(base / "slides"), "--out", str(base / "tiles"), "--workers", "1"], check=True,
                    env=env, capture_output=True)
