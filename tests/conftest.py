@@ -54,6 +54,28 @@ def sample_he() -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def sample_tiles(sample_he: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of 10 real H&E tiles of three sizes cut from the sample data, one subfolder per source:
+    ``cmu/`` six 256 px JPEG tiles of one slide (CMU-1), ``tia/`` three 448 px PNGs, ``stardist/`` one
+    224 px TIFF. Only tiles with tissue (Macenko's rule, >= 50 % of pixels) are cut."""
+    from PIL import Image
+
+    from exaonepath_lab.features.patch_grid import GridPatchDataset
+
+    root = tmp_path_factory.mktemp("sample_tiles")
+    layout = {"cmu": ("cmu-small-region.svs", 256, 6, ".jpg"), "tia": ("tiatoolbox-target.png", 448, 3, ".png"),
+              "stardist": ("stardist-histo.jpg", 224, 1, ".tif")}
+    for folder, (name, px, n, ext) in layout.items():
+        ds = GridPatchDataset({folder: [sample_he[name]]}, patch_px=px, max_per_slide=n, seed=0)
+        assert len(ds) == n, f"{name}: only {len(ds)} tissue tiles of {px} px"
+        (root / folder).mkdir()
+        for i in range(n):
+            m = ds.meta.iloc[i]
+            Image.fromarray(ds[i]["image"]).save(root / folder / f"{int(m.x)}_{int(m.y)}{ext}")
+    return root
+
+
+@pytest.fixture(scope="session")
 def smoke_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """A 4-slide synthetic cohort, its tiling and two 6-step cpu-demo checkpoints (raw, Macenko).
 
