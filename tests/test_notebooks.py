@@ -160,7 +160,9 @@ def _check_summary(stem: str, s: dict, inputs: dict) -> None:
 
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_executes(nb_path: Path, tmp_path: Path, smoke_inputs: dict) -> None:
+def test_notebook_executes(nb_path: Path, tmp_path: Path, smoke_inputs: dict, request: pytest.FixtureRequest) -> None:
+    if nb_path.stem[:2] in ("01", "02"):
+        request.getfixturevalue("sample_he")  # their real-slide lessons use the fetched sample data (skips offline)
     out_dir = tmp_path / "out"
     demo_dir = str(Path(smoke_inputs["tile_dir"]).parent)  # demo_inputs' out folder (holds tiles/, runs/, stages/)
     params = {"out_dir": str(out_dir), "smoke": True, "demo_dir": demo_dir, **smoke_inputs}
@@ -205,6 +207,25 @@ def test_01_tiles_the_users_cohort(tmp_path: Path, other_cohort: dict) -> None:
     assert Path(s["tile_dir"]) == tiles and (tiles / "manifest.csv").exists()
     assert _slide_ids(str(tiles)) == _slide_ids(other_cohort["tile_dir"])
     assert s["n_slides"] == 3 and s["status_counts"] == {"ok": 3}
+
+
+@pytest.mark.timeout(900)
+def test_02_on_other_images_and_the_users_tiling(tmp_path: Path, other_cohort: dict, sample_he: dict) -> None:
+    """02 with every input set: another tiling, example and target swapped, a folder of extra images."""
+    import shutil
+
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    shutil.copy(sample_he["stardist-histo.jpg"], extra / "lab-x.jpg")
+    _, s = _run(NB["02"], tmp_path, {
+        "out_dir": str(tmp_path / "out"), "smoke": True, "tile_dir": other_cohort["tile_dir"],
+        "example_image": str(sample_he["tiatoolbox-target.png"]), "target_image": str(sample_he["stardist-histo.jpg"]),
+        "extra_images": str(extra)})
+    assert s["tile_dir"] == other_cohort["tile_dir"]
+    assert s["step_by_step"]["image"] == "tiatoolbox-target.png" and s["target_panel"]["target"] == "stardist-histo.jpg"
+    slides = s["across_slides"]["slides"]
+    assert slides[:3] == sorted(_slide_ids(other_cohort["tile_dir"])) and "lab-x" in slides
+    assert s["step_by_step"]["stain_vectors_max_diff_vs_library"] < 1e-3
 
 
 @pytest.mark.timeout(900)
@@ -261,6 +282,7 @@ def test_04_trains_on_the_users_unlabelled_tiling(tmp_path: Path, other_cohort: 
     ("06", {"dataset": "pcam"}, ("dataset_root",)),
     ("06", {"encoder": "timm:resnet50", "ckpt_raw": "a.pt"}, ("ckpt_raw",)),
     ("01", {"tile_dir": "no/such/tiling"}, ("tile_dir", "not found")),
+    ("02", {"example_image": "no/such.png"}, ("example_image", "not found")),
     ("07", {"results": "no/such/results"}, ("results", "not found")),
 ])
 def test_partial_or_wrong_parameters_fail_loudly(stem: str, params: dict, needles: tuple, tmp_path: Path) -> None:
