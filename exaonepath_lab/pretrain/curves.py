@@ -50,6 +50,7 @@ def plot_curves_plotly(rows: list[dict[str, Any]], *, out_dim: int | None = None
         if keys == ["loss"] and out_dim:
             fig.add_hline(y=math.log(out_dim), line_dash="dot", line_color="red", row=rr + 1, col=cc + 1,
                           annotation_text="ln(out_dim): collapse")
+        fig.update_yaxes(title_text=PANELS[i][0], row=rr + 1, col=cc + 1)
     fig.update_layout(title=title, height=600, showlegend=True)
     fig.update_xaxes(title_text="iteration")
     return fig
