@@ -87,8 +87,8 @@ from exaonepath_lab.slides.dataset import TiledPatchDataset
 from exaonepath_lab.slides.wsi import open_slide
 from exaonepath_lab.stain import (MacenkoNormalizer, MacenkoStainAugment, ReinhardNormalizer,
                                   StainNormalizationError, StainNormalizationWarning, StainTarget, default_target)
-from exaonepath_lab.stain.compare import (centre_crop, render_stains, single_stain_rgb, spread_table,
-                                          stain_vectors_table, tissue_share)
+from exaonepath_lab.stain.compare import (centre_crop, mean_concentrations, render_stains, single_stain_rgb,
+                                          spread_table, stain_vectors_table, tissue_share)
 from exaonepath_lab.stain.estimate import (estimate_stains, masked_percentiles, od_transform, optical_density,
                                            reconstruct, stain_pinv)
 
@@ -263,15 +263,9 @@ print(f"eosin-only patch: status {single.status[0]!r}; its 'H' and 'E' vectors a
 hyper = render_stains(conc * torch.tensor([1.6, 1.0]), he, Io)  # 60 % more hematoxylin, same eosin
 pair = MacenkoNormalizer().normalize(np.stack([example, hyper]))
 
-
-def mean_h(img: np.ndarray) -> float:
-    """Mean hematoxylin concentration of an image, measured with the *example's* stain vectors (fixed ruler)."""
-    o = optical_density(torch.from_numpy(np.ascontiguousarray(img)).reshape(1, -1, 3), Io)[0]
-    return float((o @ stain_pinv(he[None])[0].T)[:, 0].mean())
-
-
-before_ratio = mean_h(hyper) / mean_h(example)
-after_ratio = mean_h(pair.images[1]) / mean_h(pair.images[0])
+# mean hematoxylin, measured with the example's stain vectors (one fixed ruler for all four images)
+before_ratio = float(mean_concentrations(hyper, he)[0] / mean_concentrations(example, he)[0])
+after_ratio = float(mean_concentrations(pair.images[1], he)[0] / mean_concentrations(pair.images[0], he)[0])
 fig = image_row([(e_only, "eosin only"), (single.images, "eosin only, 'normalized'"), (example, "original"),
                  (hyper, "hyperchromatic (H × 1.6)"), (pair.images[0], "original, normalized"),
                  (pair.images[1], "hyperchromatic, normalized")], size=3.0)

@@ -76,6 +76,15 @@ def single_stain_rgb(conc: torch.Tensor, vector: torch.Tensor, Io: float = 240.0
     return render_stains(conc[..., None], vector[:, None], Io)
 
 
+def mean_concentrations(image: np.ndarray, stain_matrix: torch.Tensor, Io: float = 240.0) -> np.ndarray:
+    """Mean concentration of each stain over all pixels of ``(H, W, 3)`` uint8, measured with a *fixed*
+    ``(3, k)`` stain matrix (a fixed ruler: comparing two images needs the same vectors for both)."""
+    from .estimate import optical_density, stain_pinv
+
+    od = optical_density(torch.from_numpy(np.ascontiguousarray(image)).reshape(1, -1, 3), Io)[0]
+    return (od @ stain_pinv(stain_matrix[None].to(od.dtype))[0].T).mean(0).numpy()
+
+
 def tissue_share(image: np.ndarray, *, grey_below: int = 200) -> float:
     """Share of pixels darker than ``grey_below`` (mean of r, g, b): a quick tissue-vs-glass measure."""
     return float((np.asarray(image).mean(axis=2) < grey_below).mean())
