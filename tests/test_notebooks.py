@@ -168,9 +168,10 @@ def test_notebook_executes(nb_path: Path, tmp_path: Path, smoke_inputs: dict, re
     params = {"out_dir": str(out_dir), "smoke": True, "demo_dir": demo_dir, **smoke_inputs}
     declared = _declared(nb_path)
     params = {k: v for k, v in params.items() if k in declared}
-    # the demo's paths come through demo_dir (own paths None): the demo path is what is tested here,
-    # without writing into the repository's outputs/
-    params = {k: v for k, v in params.items() if k not in ("cohort_dir", "tile_dir", "ckpt_raw", "ckpt_norm")}
+    if "demo_dir" in declared:
+        # the demo's paths come through demo_dir (own paths None): the demo path is what is tested here,
+        # without writing into the repository's outputs/
+        params = {k: v for k, v in params.items() if k not in ("cohort_dir", "tile_dir", "ckpt_raw", "ckpt_norm")}
     result, summary = _run(nb_path, tmp_path, params)
     assert _figure_outputs(result) >= 1, f"{nb_path.name} displayed no figure"
     figs = list(out_dir.rglob("*.png")) + list(out_dir.rglob("*.html"))
