@@ -83,9 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from ..pretrain.trainer import train
 
     res = train(cfg, resume=args.resume, progress=not args.no_progress)
-    final = res.final
-    print(f"{res.status} at iteration {res.iteration}/{res.total_iters}: loss {final.get('loss', float('nan')):.4f}, "
-          f"teacher entropy {final.get('teacher_entropy', float('nan')):.3f}; checkpoint {res.checkpoint}")
+    print(res.summary())
     if res.stain_counts:
         print(f"Macenko statuses: {res.stain_counts}")
     for w in res.collapse_warnings:
