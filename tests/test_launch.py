@@ -39,7 +39,8 @@ def test_dry_run_writes_paper_job(tmp_path):
     paths = render_launch(cfg)
     folder = tmp_path / "run" / "launch"
     assert {p.name for p in folder.iterdir()} == {
-        "launch_config.json", "train_config.json", "job.sbatch", "torchrun.sh", "submitit.json"}
+        "launch_config.json", "train_config.json", "job.sbatch", "torchrun.sh", "submitit.json", "slurm"}
+    assert (folder / "slurm").is_dir()  # SLURM opens #SBATCH --output there before the script runs
     assert all(p.parent == folder for p in paths.values())
     # Configs round-trip and carry the paper's split: 10 x 8 GPUs, 64 per GPU = 5,120.
     assert LaunchConfig.load(paths["launch_config"]) == cfg
@@ -92,6 +93,11 @@ def test_torchrun_script_single_and_multi_node(tmp_path):
     assert build_parser().parse_args(tr.training_script_args).overrides == ["batch_size=64"]
     multi = plan_launch(_paper(tmp_path, nodes=2, gpus_per_node=4)).torchrun
     assert "--nnodes 2 --node_rank \"$NODE_RANK\"" in multi and "batch_size=640" in multi  # 5120 / 8
+    mline = [ln for ln in multi.splitlines() if ln.startswith("exec torchrun ")][0]
+    mt = get_args_parser().parse_args(shlex.split(mline.replace('"$NODE_RANK"', "1"))[2:-1])  # as on node 1
+    # Every node's torchrun forwards SLURM's USR1 and waits for the checkpoint, as the one-node script does.
+    assert (mt.nnodes, mt.node_rank, mt.nproc_per_node, mt.rdzv_backend) == ("2", 1, "4", "c10d")
+    assert mt.shutdown_timeout == tr.shutdown_timeout == 100 and "SIGUSR1" in mt.signals_to_handle.split(",")
 
 
 def test_batch_split_arithmetic_and_errors(tmp_path):
@@ -121,7 +127,7 @@ def test_batch_split_arithmetic_and_errors(tmp_path):
 def test_config_validation_messages(tmp_path):
     with pytest.raises(ValueError, match="engine='slurm'; use one of submitit, sbatch, torchrun"):
         _paper(tmp_path, engine="slurm")
-    with pytest.raises(ValueError, match="override 'epochs' is not key=value"):
+    with pytest.raises(ValueError, match="override 'epochs': expected KEY=VALUE"):
         _paper(tmp_path, overrides=("epochs",))
     with pytest.raises(ValueError, match="signal_delay_s=7200 must be within the time limit"):
         _paper(tmp_path, time_min=60, signal_delay_s=7200)

@@ -60,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..pretrain.checkpoint import latest_checkpoint
+    from ..pretrain.checkpoint import refuse_existing_checkpoint
     from ..pretrain.config import PretrainConfig
     from ..pretrain.presets import get_preset
 
@@ -77,9 +77,8 @@ def run(args: argparse.Namespace) -> int:
     if args.show_config:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
-    prev = latest_checkpoint(args.out)
-    if prev is not None and not args.resume:
-        raise ValueError(f"{prev} exists: pass --resume to continue that run, or choose another --out")
+    if not args.resume:
+        refuse_existing_checkpoint(args.out)
     from ..pretrain.trainer import train
 
     res = train(cfg, resume=args.resume, progress=not args.no_progress)
