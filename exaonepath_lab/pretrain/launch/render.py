@@ -125,6 +125,8 @@ def render_sbatch(config: LaunchConfig, train_argv: Sequence[str], *, batch_per_
         "# A requeued job (SLURM_RESTART_COUNT > 0) continues from its last checkpoint.",
         'RESUME=""',
         'if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ]; then RESUME="--resume"; fi',
+        'echo "$(date): job $SLURM_JOB_ID on $(hostname), restart ${SLURM_RESTART_COUNT:-0}'
+        '${RESUME:+, resuming from the last checkpoint}" >&2',
         "",
         "PREEMPTED=0",
         "on_preempt() {",
