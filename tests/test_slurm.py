@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import torch
 from exaonepath_lab.cli import main
 from exaonepath_lab.models import load_kit_checkpoint
 from exaonepath_lab.pretrain.config import PretrainConfig
+from exaonepath_lab.pretrain.launch import job_records, scheduler_unavailable, wait_for_job
 
 TILES = Path("multi_source") / "mopadi" / "TCGA-3X-AAVA-01Z-00-DX1"  # six 256 px tiles of one slide (real_he)
 TINY = (
@@ -33,52 +33,16 @@ TINY = (
     "global_crop_size=32", "local_crop_size=16", "normalize=false", "num_threads=1", "warmup_iters=2",
     "warmup_teacher_temp_iters=2", "checkpoint_every=1000", "log_every=1",
 )
-FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
-                "DEADLINE", "PREEMPTED"}
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
-
-
-def slurm_unavailable() -> str | None:
-    """Why no SLURM scheduler can take jobs here, or None when ``sinfo`` answers with a usable node."""
-    if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
-        return "SLURM's commands (sbatch, sinfo) are not installed; `make slurm-up` installs and starts a one-node SLURM"
-    try:
-        res = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True, timeout=20)
-    except subprocess.TimeoutExpired:
-        return "`sinfo` did not answer within 20 s; start a scheduler with `make slurm-up`"
-    if res.returncode:
-        return f"`sinfo` does not answer ({res.stderr.strip()[:200]}); start a one-node SLURM with `make slurm-up`"
-    states = set(res.stdout.split())
-    if not states & {"idle", "mixed", "allocated", "completing"}:
-        return f"SLURM answers but has no node that takes jobs (states: {sorted(states) or 'none'})"
-    return None
 
 
 @pytest.fixture(scope="module")
 def slurm() -> None:
-    reason = slurm_unavailable()
+    reason = scheduler_unavailable()
     if reason is not None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true and no SLURM scheduler: {reason} (.ci/run starts one with scripts/slurm_local.sh up)")
         pytest.skip(reason)
-
-
-def job_records(job_id: str) -> list[dict[str, str]]:
-    """``scontrol show job -o`` as dicts (one per array task)."""
-    res = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=30)
-    assert res.returncode == 0, res.stderr
-    return [dict(kv.split("=", 1) for kv in line.split() if "=" in kv) for line in res.stdout.splitlines() if line]
-
-
-def wait_for_job(job_id: str, *, timeout: float = 240) -> list[dict[str, str]]:
-    """Poll until every task of ``job_id`` is in a final state; returns the records."""
-    deadline = time.time() + timeout
-    while True:
-        recs = job_records(job_id)
-        if recs and all(r["JobState"] in FINAL_STATES for r in recs):
-            return recs
-        assert time.time() < deadline, f"job {job_id} not done after {timeout} s: {recs}"
-        time.sleep(0.5)
 
 
 def launch(capsys: pytest.CaptureFixture, tiles: Path, out: Path, engine: str, *extra: str) -> str:
@@ -120,7 +84,7 @@ def test_sbatch_two_processes_under_srun_torchrun_complete(slurm, tiles, tmp_pat
     """`launch --engine sbatch --submit`: srun starts torchrun, which starts 2 gloo workers on the one node."""
     out = tmp_path / "run"
     job = launch(capsys, tiles, out, "sbatch", "--gpus-per-node", "2", "--set", "max_iters=4")
-    (rec,) = wait_for_job(job)
+    (rec,) = wait_for_job(job, timeout=240)
     logs = out / "launch" / "slurm"
     stdout, stderr = (logs / f"test-sbatch-{job}.out").read_text(), (logs / f"test-sbatch-{job}.err").read_text()
     assert rec["JobState"] == "COMPLETED", stdout + stderr
@@ -133,7 +97,7 @@ def test_submitit_job_completes(slurm, tiles, tmp_path, capsys):
     """`launch --engine submitit --submit`: the pickled job holds the PretrainConfig and calls the trainer."""
     out = tmp_path / "run"
     job = launch(capsys, tiles, out, "submitit", "--gpus-per-node", "1", "--set", "max_iters=6")
-    (rec,) = wait_for_job(job)
+    (rec,) = wait_for_job(job, timeout=240)
     folder = out / "launch" / "submitit" / job
     stdout, stderr = (folder / f"{job}_0_log.out").read_text(), (folder / f"{job}_0_log.err").read_text()
     assert rec["JobState"] == "COMPLETED", stdout + stderr
@@ -160,7 +124,7 @@ def test_sbatch_preemption_checkpoints_requeues_and_resumes(slurm, tiles, tmp_pa
         time.sleep(0.05)
     # What SLURM does `--signal-delay` seconds before the time limit (`--signal=B:USR1@...`).
     subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True, timeout=30)
-    (rec,) = wait_for_job(job)
+    (rec,) = wait_for_job(job, timeout=240)
     logs = out / "launch" / "slurm"
     stdout, stderr = (logs / f"test-sbatch-{job}.out").read_text(), (logs / f"test-sbatch-{job}.err").read_text()
     assert rec["JobState"] == "COMPLETED" and rec["Restarts"] == "1", stdout + stderr
@@ -210,8 +174,8 @@ def test_tiling_job_array_tiles_each_slide_once_and_records_the_corrupt_one(slur
         [*common, f"--dependency=afterany:{array}", f"--output={logs}/merge-%j.out", "--job-name=test-merge",
          f"--wrap={kit} tile --merge --out {tiles}"],
         capture_output=True, text=True, check=True, timeout=30).stdout.strip().split(";")[0]
-    tasks = wait_for_job(array)
-    (merged,) = wait_for_job(merge)
+    tasks = wait_for_job(array, timeout=240)
+    (merged,) = wait_for_job(merge, timeout=240)
     merge_out = (logs / f"merge-{merge}.out").read_text()
     # `tile --merge` exits 3 when the cohort has failed slides, as `tile` does, after writing the manifest.
     assert merged["ExitCode"] == "3:0" and "3 ok, 0 skipped (already done), 1 failed" in merge_out, merge_out
@@ -230,3 +194,33 @@ def test_tiling_job_array_tiles_each_slide_once_and_records_the_corrupt_one(slur
     # The task that met the corrupt file says so in its exit code; the other exits 0.
     exits = {t["ArrayTaskId"]: t["ExitCode"] for t in tasks}
     assert sorted(exits.values()) == ["0:0", "3:0"], exits
+
+
+@pytest.mark.timeout(900)
+def test_notebook_05_submits_the_cpu_demo_job_and_plots_it(slurm, smoke_inputs, tmp_path):
+    """Notebook 05 with the scheduler present: renders the paper job, submits the cpu-demo job, follows it."""
+    import nbformat
+    import papermill as pm
+
+    nb = Path(__file__).resolve().parents[1] / "notebooks" / "05_launch_cluster_training.ipynb"
+    out = tmp_path / "out"
+    pm.execute_notebook(str(nb), str(tmp_path / "05.ipynb"), cwd=str(nb.parent), kernel_name="python3",
+                        progress_bar=False, request_save_on_cell_execute=False,
+                        parameters={"out_dir": str(out), "smoke": True, "tile_dir": smoke_inputs["tile_dir"],
+                                    "submit": True})
+    summary = json.loads((out / "notebook_summary.json").read_text())
+    demo = summary["demo_job"]
+    assert (demo["submitted"], demo["state"], demo["iterations"], demo["restarts"]) == (True, "COMPLETED", 6, 0)
+    report = json.loads((Path(demo["run_dir"]) / "run_report.json").read_text())
+    assert (report["status"], report["iteration"]) == ("completed", 6)
+    assert "completed at iteration 6/6" in Path(demo["job_output"]).read_text()
+    assert (out / "demo_curves.html").is_file() and "demo_curves.html" in summary["figures"]
+    text = "\n".join(o.get("text", "") for c in nbformat.read(tmp_path / "05.ipynb", as_version=4).cells
+                     for o in c.get("outputs", []) if o.get("output_type") == "stream")
+    assert "JOBID" in text and re.search(r"iteration \d+/6  loss", text), text[-3000:]  # squeue, then the log
+    # The rendered paper job: random init said out loud (no init_checkpoint given), setup by absolute path.
+    sb = (out / "launch" / "job.sbatch").read_text()
+    assert "--set init_checkpoint=none" in sb
+    setup_line = sb.split("set -uo pipefail\n", 1)[1].splitlines()[0]  # the first line after the preamble
+    assert setup_line.split()[1].startswith("/"), setup_line
+    assert json.loads((out / "launch" / "train_config.json").read_text())["init_checkpoint"] is None

@@ -23,7 +23,7 @@ The paper's run (§4.2) is 10 nodes × 8 A100 = 80 GPUs, global batch 5,120 = 64
 into a folder without submitting anything; :func:`submit` submits one of them.
 
 Modules, one concern each: :mod:`.config` (the launch config), :mod:`.batch` (batch
-arithmetic, preset resolution), :mod:`.slurm_time`, :mod:`.render` (the plan and the three
+arithmetic, preset resolution), :mod:`.slurm_time`, :mod:`.slurm` (asking the scheduler), :mod:`.render` (the plan and the three
 renderings), :mod:`.job` (the submitit job), :mod:`.submit` (submission).
 """
 from __future__ import annotations
@@ -41,6 +41,7 @@ from .render import (
     torchrun_args,
     write_plan,
 )
+from .slurm import FINAL_STATES, job_records, scheduler_unavailable, squeue, wait_for_job
 from .slurm_time import format_slurm_time, parse_slurm_time
 from .submit import make_executor, submit
 
@@ -48,5 +49,5 @@ __all__ = [
     "ENGINES", "PAPER_GLOBAL_BATCH", "PREEMPT_SIGNAL", "TORCHRUN_SIGNALS", "DinoTrainJob", "LaunchConfig",
     "LaunchPlan", "format_slurm_time", "make_executor", "parse_slurm_time", "plan_launch", "render_launch",
     "render_sbatch", "render_torchrun", "resolve_train_config", "split_batch", "submit", "submitit_parameters",
-    "torchrun_args", "write_plan",
+    "torchrun_args", "write_plan", "FINAL_STATES", "job_records", "scheduler_unavailable", "squeue", "wait_for_job",
 ]

@@ -51,6 +51,9 @@ def resolve_train_config(config: LaunchConfig) -> PretrainConfig:
     if not config.data or not config.out:
         raise ValueError("launch needs the training data folder and an output folder (--data, --out)")
     over = parse_key_values(config.overrides, "override")
+    init = over.get("init_checkpoint")
+    if isinstance(init, str) and init.strip().lower() == "none":
+        over["init_checkpoint"] = None  # `train --set init_checkpoint=none`: random init, asked for on purpose
     preset = get_preset(config.preset, **over)
     per_gpu = config.batch_per_gpu
     if per_gpu is None and "batch_size" in over:
