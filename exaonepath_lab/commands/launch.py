@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -98,5 +99,8 @@ def run(args: argparse.Namespace) -> int:
     if cfg.engine == "torchrun":
         print(f"torchrun finished: {result}")
         return int(result.split()[-1])
-    print(f"submitted SLURM job {result} ({cfg.engine}); logs in {cfg.folder}")
+    where = (f"{cfg.log_folder}/{cfg.job_name}-{result}.out|.err" if cfg.engine == "sbatch"
+             else f"{(cfg.folder / 'submitit' / result).absolute()}/{result}_<task>_log.out|.err")
+    print(f"submitted SLURM job {result} ({cfg.engine}); training output in {Path(cfg.out).absolute()}, "
+          f"job output in {where}")
     return 0
