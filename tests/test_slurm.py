@@ -224,3 +224,18 @@ def test_notebook_05_submits_the_cpu_demo_job_and_plots_it(slurm, smoke_inputs, 
     setup_line = sb.split("set -uo pipefail\n", 1)[1].splitlines()[0]  # the first line after the preamble
     assert setup_line.split()[1].startswith("/"), setup_line
     assert json.loads((out / "launch" / "train_config.json").read_text())["init_checkpoint"] is None
+
+
+def test_slurm_local_up_again_changes_nothing(slurm):
+    """`scripts/slurm_local.sh up` is idempotent: on a running one-node SLURM it starts no second daemon."""
+    state = Path(os.environ.get("EXAONEPATH_SLURM_DIR", "/var/tmp/exaonepath-lab-slurm")) / "run"
+    pidfiles = [state / f"{d}.pid" for d in ("munged", "slurmctld", "slurmd")]
+    if not all(p.is_file() for p in pidfiles) or os.geteuid() != 0:
+        pytest.skip("this scheduler was not started by scripts/slurm_local.sh as root (another SLURM is in use)")
+    before = [p.read_text() for p in pidfiles]
+    script = Path(__file__).resolve().parents[1] / "scripts" / "slurm_local.sh"
+    r = subprocess.run(["bash", str(script), "up"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "up: node" in r.stderr, r.stderr
+    assert [p.read_text() for p in pidfiles] == before
+    st = subprocess.run(["bash", str(script), "status"], capture_output=True, text=True, timeout=60)
+    assert st.returncode == 0 and st.stdout.count(": running (pid") == 3, st.stdout
