@@ -20,9 +20,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "see exaonepath_lab.encoders.list_encoders())")
     p.add_argument("--checkpoint", help="local weights file; never downloaded")
     p.add_argument("--dataset", required=True,
-                   choices=["pcam", "mhist", "crc100k", "til", "msi_crc", "msi_stad", "synthetic"],
-                   help="downstream dataset; 'synthetic' = tissue classes of a tiled synthetic cohort (ROOT = tiling output)")
-    p.add_argument("--root", required=True, help="the dataset folder in its distributed layout (see data_manifests/)")
+                   choices=["pcam", "mhist", "crc100k", "til", "msi_crc", "msi_stad", "synthetic", "folder"],
+                   help="downstream dataset; 'synthetic' = tissue classes of a tiled synthetic cohort (ROOT = tiling "
+                   "output); 'folder' = your own labelled patches, ROOT/<class>/<slide or patient>/*.png or a CSV with "
+                   "path,label,slide (split by slide/patient)")
+    p.add_argument("--root", required=True,
+                   help="the root holding one folder per dataset (the same ROOT as `datasets check ROOT`; "
+                   "data_manifests/README.md shows the tree) or the dataset's own folder; with --dataset folder, "
+                   "the class folder or the CSV")
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="--dataset folder: share of slides/patients for validation (saved with the split)")
+    p.add_argument("--test-fraction", type=float, default=0.2,
+                   help="--dataset folder: share of slides/patients for test (saved with the split)")
     p.add_argument("--out", required=True, help="output folder: result JSON, features/ cache, probe_config.json")
     p.add_argument("--model-name", help="row name in Table 1 (default: the encoder name)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
@@ -75,12 +84,16 @@ def run(args: argparse.Namespace) -> int:
                       feature_norm=args.feature_norm, selection=args.selection, eval_every=args.eval_every,
                       seeds=tuple(args.seeds))
     normalizer = macenko_from_args(args)  # first: a bad stain option fails before any loading
-    ds = load_dataset(args.dataset, args.root, split_seed=args.split_seed, split_dir=args.split_dir)
+    ds = load_dataset(args.dataset, args.root, split_seed=args.split_seed, split_dir=args.split_dir,
+                      val_fraction=args.val_fraction, test_fraction=args.test_fraction)
+    dataset = getattr(ds, "dataset_name", args.dataset)  # folder:<name> for the user's own patches
+    print(f"{dataset}: " + ", ".join(f"{k} {v}" for k, v in ds.meta["split"].value_counts().sort_index().items())
+          + (f" (from {getattr(ds, 'root', args.root)})" if getattr(ds, "root", None) is not None else ""))
     encoder = create_encoder(args.encoder, checkpoint=args.checkpoint, device=args.device, **parse_key_values(args.encoder_kw, "--encoder-kw"))
     model = args.model_name or args.encoder
     tag = sha256_json({"encoder": encoder.identity(), "norm": bool(normalizer), "target": args.stain_target,
                        "resize": not args.no_resize})[:12]
-    cache = out / "features" / f"{args.dataset}__{tag}.h5"
+    cache = out / "features" / f"{dataset.replace(':', '_')}__{tag}.h5"
     fs = extract_features(encoder, ds, normalizer=normalizer, batch_size=args.batch_size, num_workers=args.num_workers,
                           cache_path=cache, progress=progress, resize=not args.no_resize, crop=not args.no_resize)
     print(f"features: {fs.features.shape} ({fs.cache_status}) -> {cache}")
@@ -93,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     cfg.save(out / "probe_config.json")
     methods = ["linear"] + (["knn"] if args.knn else [])
     for m in methods:
-        res = evaluate_features(fs, dataset=args.dataset, model=model, method=m, config=cfg, classes=classes,
+        res = evaluate_features(fs, dataset=dataset, model=model, method=m, config=cfg, classes=classes,
                                 model_info=info, progress=progress)
         res["feature_cache"] = str(cache)
         path = write_result(res, out)
