@@ -275,6 +275,8 @@ why_not = scheduler_unavailable() if submit else "submit = False"
 if submit is True and why_not is not None:
     raise RuntimeError(f"submit = True, but no SLURM scheduler takes jobs here: {why_not}")
 demo_engine = engine if engine in ("sbatch", "submitit") else "sbatch"  # torchrun does not go through SLURM
+if demo_iterations is not None and int(demo_iterations) < 1:
+    raise ValueError(f"demo_iterations={demo_iterations!r}: give a positive number of iterations, or None")
 demo_iters = int(demo_iterations or (6 if smoke else get_preset("cpu-demo").max_iters))
 demo_out = out / "demo_run"
 
@@ -300,8 +302,11 @@ if why_not is None:
     demo = LaunchConfig(preset="cpu-demo", data=tile_dir, out=str(demo_out), engine=demo_engine, nodes=1,
                         gpus_per_node=1, cpus_per_task=min(2, os.cpu_count() or 1), time_min=30, signal_delay_s=60,
                         partition=partition, account=account, setup=tuple(setup), job_name="exaonepath-cpu-demo",
-                        overrides=(f"max_iters={demo_iters}", "log_every=1"))
+                        overrides=(f"max_iters={demo_iters}", "log_every=1",  # stain_target: as the paper job
+                                   *[o for o in overrides if o.startswith("stain_target=")]))
     job_id = submit_job(demo)
+    if demo_engine != engine:
+        print(f"engine = {engine!r} does not go through SLURM: the cpu-demo job uses sbatch")
     print(f"submitted the cpu-demo job ({demo_iters} iterations) with {demo_engine}: SLURM job {job_id}")
     print(squeue(job_id))
     seen = {"t": 0.0, "n": -1}
