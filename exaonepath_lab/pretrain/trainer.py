@@ -264,13 +264,13 @@ def _build(config: PretrainConfig, dataset: torch.utils.data.Dataset | None, *, 
     sampler = EpochSampler(len(dataset), batch_size=cfg.batch_size, seed=cfg.seed, rank=info.rank,
                            world_size=info.world_size)
     total_iters = int(cfg.max_iters) if cfg.max_iters else cfg.epochs * sampler.num_batches
-    tt_warm = cfg.warmup_teacher_temp_iters if cfg.warmup_teacher_temp_iters >= 0 else 30 * sampler.num_batches
+    tt_warm = cfg.teacher_temp_warmup_iters(sampler.num_batches)
     sched = build_schedules(
         total_iters=total_iters, peak_lr=cfg.peak_lr(info.world_size), min_lr=cfg.min_lr,
         warmup_iters=cfg.warmup_iters, weight_decay=cfg.weight_decay, weight_decay_end=cfg.weight_decay_end,
         momentum=cfg.momentum_teacher, momentum_end=cfg.momentum_teacher_end,
         warmup_teacher_temp=cfg.warmup_teacher_temp, teacher_temp=cfg.teacher_temp,
-        warmup_teacher_temp_iters=tt_warm,
+        warmup_teacher_temp_iters=tt_warm, teacher_temp_warmup=cfg.teacher_temp_warmup,
     )
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     student, teacher, model_spec, init_report = build_models(cfg)

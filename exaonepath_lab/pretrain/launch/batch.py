@@ -46,15 +46,17 @@ def resolve_train_config(config: LaunchConfig) -> PretrainConfig:
     ``world_batch_size`` the global one; data and output folders are absolute, since jobs
     start in another working directory on other machines.
     """
-    from ..presets import get_preset
+    from ..presets import check_init, get_preset
 
     if not config.data or not config.out:
         raise ValueError("launch needs the training data folder and an output folder (--data, --out)")
     over = parse_key_values(config.overrides, "override")
     init = over.get("init_checkpoint")
-    if isinstance(init, str) and init.strip().lower() == "none":
-        over["init_checkpoint"] = None  # `train --set init_checkpoint=none`: random init, asked for on purpose
+    random_init = isinstance(init, str) and init.strip().lower() == "none"  # as `train --set init_checkpoint=none`
+    if random_init:
+        over["init_checkpoint"] = None
     preset = get_preset(config.preset, **over)
+    check_init(preset, explicit_none=random_init)  # the paper preset without ImageNet weights: refused before queueing
     per_gpu = config.batch_per_gpu
     if per_gpu is None and "batch_size" in over:
         per_gpu = int(preset.batch_size)  # `--set batch_size=N` is the per-process batch, as in `train`

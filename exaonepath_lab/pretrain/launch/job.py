@@ -30,6 +30,7 @@ class DinoTrainJob(_Checkpointable):
         import submitit
 
         from ..checkpoint import refuse_existing_checkpoint
+        from ..data import record_stain_target
         from ..trainer import train
 
         # Same environment torchrun gives its workers; each task sees all the node's GPUs
@@ -37,12 +38,13 @@ class DinoTrainJob(_Checkpointable):
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
         if not self.resume:
             refuse_existing_checkpoint(self.config.out_dir)
+        config = record_stain_target(self.config, self.config.out_dir) if self.config.normalize else self.config
         # submitit's pre-emption handler (checkpoint() + requeue). The trainer replaces it
         # while it runs (same signal: checkpoint at the next iteration, then return), so a
         # pre-empted run hands the signal back here once its state is safely on disk.
         sig = getattr(signal, "SIG" + submitit.JobEnvironment.USR_SIG.removeprefix("SIG"))
         requeue_handler = signal.getsignal(sig)
-        res = train(self.config, resume=self.resume, progress=False)
+        res = train(config, resume=self.resume, progress=False)
         print(res.summary(), flush=True)
         if res.stain_counts:
             print(f"Macenko statuses: {res.stain_counts}", flush=True)
