@@ -24,6 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a preset field, passed on to `train --set` (repeatable); checked here, "
                    "before queueing. batch_size=N is the per-GPU batch, as in `train`")
+    p.add_argument("--init", dest="init_checkpoint", default=None,
+                   help="ImageNet weights for the backbone as seen from the nodes (timm .safetensors/.pth), passed "
+                   "to `train --set init_checkpoint=`; the paper preset needs one (EXAONEPath §4.2) or 'none' for "
+                   "random weights on purpose: checked here, before queueing")
     p.add_argument("--engine", choices=["submitit", "sbatch", "torchrun"], default="submitit",
                    help="submitit (default: Python-side requeue on pre-emption), sbatch (a plain script "
                    "for clusters without submitit) or torchrun (one machine, or per-node commands)")
@@ -78,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     from ..pretrain.launch import LaunchConfig, parse_slurm_time, plan_launch, render_launch, submit
 
     cfg = LaunchConfig(
-        preset=args.preset, data=args.data, out=args.out, overrides=tuple(args.overrides), engine=args.engine,
+        preset=args.preset, data=args.data, out=args.out, engine=args.engine,
+        overrides=tuple(args.overrides) + ((f"init_checkpoint={args.init_checkpoint}",) if args.init_checkpoint else ()),
         nodes=args.nodes, gpus_per_node=args.gpus_per_node, global_batch=args.global_batch,
         batch_per_gpu=args.batch_per_gpu, cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb,
         partition=args.partition, account=args.account, qos=args.qos, constraint=args.constraint,
