@@ -117,11 +117,7 @@ def test_sbatch_preemption_checkpoints_requeues_and_resumes(slurm, tiles, tmp_pa
     iters = 200
     out = tmp_path / "run"
     job = launch(capsys, tiles, out, "sbatch", "--gpus-per-node", "1", "--set", f"max_iters={iters}")
-    log = out / "log.jsonl"
-    deadline = time.time() + 180
-    while not (log.is_file() and sum('"loss"' in line for line in log.read_text().splitlines()) >= 2):
-        assert time.time() < deadline, f"job {job} did not start training: {job_records(job)}"
-        time.sleep(0.05)
+    wait_for_training(job, out)
     # What SLURM does `--signal-delay` seconds before the time limit (`--signal=B:USR1@...`).
     subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True, timeout=30)
     (rec,) = wait_for_job(job, timeout=240)
@@ -150,6 +146,34 @@ def test_sbatch_preemption_checkpoints_requeues_and_resumes(slurm, tiles, tmp_pa
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose([r["loss"] for r in rows if "loss" in r and "event" not in r], ref.losses,
                                rtol=1e-5, atol=1e-6)
+
+
+def wait_for_training(job: str, out: Path, rows: int = 2) -> None:
+    """Until the job's run has logged ``rows`` iterations."""
+    log = out / "log.jsonl"
+    deadline = time.time() + 180
+    while not (log.is_file() and sum('"loss"' in line for line in log.read_text().splitlines()) >= rows):
+        assert time.time() < deadline, f"job {job} did not start training: {job_records(job)}"
+        time.sleep(0.05)
+
+
+def test_submitit_preemption_requeues_and_resumes(slurm, tiles, tmp_path, capsys):
+    """USR1 to the submitit task: the trainer checkpoints, DinoTrainJob.checkpoint() resubmits, SLURM requeues."""
+    iters = 200
+    out = tmp_path / "run"
+    job = launch(capsys, tiles, out, "submitit", "--gpus-per-node", "1", "--set", f"max_iters={iters}")
+    wait_for_training(job, out)
+    subprocess.run(["scancel", "--signal=USR1", job], check=True, timeout=30)  # to the job's tasks, as SLURM does
+    (rec,) = wait_for_job(job, timeout=240)
+    folder = out / "launch" / "submitit" / job
+    stdout, stderr = (folder / f"{job}_0_log.out").read_text(), (folder / f"{job}_0_log.err").read_text()
+    assert rec["JobState"] == "COMPLETED" and rec["Restarts"] == "1", stdout + stderr
+    stop = re.search(rf"preempted at iteration (\d+)/{iters}", stdout)
+    assert stop and 2 <= int(stop.group(1)) < iters, stdout
+    assert f"completed at iteration {iters}/{iters}" in stdout
+    rows = read_log(out)
+    assert [r["it"] for r in rows if r.get("event") == "preempted"] == [int(stop.group(1))]
+    assert_run_complete(out, iters, world_size=1)
 
 
 def test_tiling_job_array_tiles_each_slide_once_and_records_the_corrupt_one(slurm, tmp_path):
