@@ -17,9 +17,9 @@ def scheduler_unavailable() -> str | None:
         return ("SLURM's commands (sbatch, sinfo) are not installed here; on a laptop, `make slurm-up` installs "
                 "and starts a one-node SLURM (scripts/slurm_local.sh)")
     try:
-        res = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True, timeout=20)
+        res = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True, timeout=10)
     except subprocess.TimeoutExpired:
-        return "`sinfo` did not answer within 20 s: the scheduler is down or unreachable (`make slurm-up` starts one)"
+        return "`sinfo` did not answer within 10 s: the scheduler is down or unreachable (`make slurm-up` starts one)"
     if res.returncode:
         msg = (res.stderr.strip().splitlines() or ["no message"])[-1][:200]
         return f"`sinfo` does not answer ({msg}); on a laptop, `make slurm-up` starts a one-node SLURM"
