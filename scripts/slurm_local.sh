@@ -5,6 +5,7 @@
 #   scripts/slurm_local.sh up       install the Debian packages if missing, configure, start; idempotent
 #   scripts/slurm_local.sh status   what runs, and `sinfo`
 #   scripts/slurm_local.sh down     stop what `up` started (its pid files only) and undo its /etc link
+# `up` on a running cluster rewrites the configuration but restarts nothing: `down` then `up` applies a change.
 #
 # Everything it writes lives in $EXAONEPATH_SLURM_DIR (default /var/tmp/exaonepath-lab-slurm): slurm.conf,
 # gres.conf, its own munge key/socket, state, spool, logs, pid files. The only file outside it is the link
@@ -67,6 +68,7 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
+# cred_expire also sets how long a requeued job waits before it may start again (default 120 s).
 AuthInfo=socket=$DIR/munge/munge.socket,cred_expire=10
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -89,6 +91,7 @@ GresTypes=gpu
 MinJobAge=600
 KillWait=10
 InactiveLimit=0
+# Look at pending jobs every 2 s (default 60/30 s): a requeued job restarts within ~10 s.
 SchedulerParameters=sched_interval=2,bf_interval=2
 NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus SocketsPerBoard=$sockets CoresPerSocket=$cores ThreadsPerCore=$threads RealMemory=$mem Gres=gpu:$n State=UNKNOWN
 PartitionName=debug Nodes=$node Default=YES MaxTime=INFINITE State=UP
