@@ -25,7 +25,6 @@ from exaonepath_lab.pretrain.data import ArrayDataset
 from exaonepath_lab.pretrain.presets import get_preset
 from exaonepath_lab.pretrain.trainer import train
 
-TILES = Path("multi_source") / "mopadi" / "TCGA-3X-AAVA-01Z-00-DX1"  # six 256 px tiles of one slide (real_he)
 TINY = dict(
     timm_kwargs={"img_size": 32, "patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2},
     global_crop_size=32, local_crop_size=16, n_local_crops=2, out_dim=64, head_hidden_dim=32, head_bottleneck_dim=16,
@@ -64,8 +63,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture()
-def tiles(real_he: Path) -> Path:
-    return (real_he / TILES).resolve()
+def tiles(sample_tiles: Path) -> Path:
+    return (sample_tiles / "cmu").resolve()  # six 256 px real H&E tiles of one slide (CMU-1)
 
 
 @pytest.mark.slow

@@ -26,7 +26,6 @@ from exaonepath_lab.models import load_kit_checkpoint
 from exaonepath_lab.pretrain.config import PretrainConfig
 from exaonepath_lab.pretrain.launch import job_records, scheduler_unavailable, wait_for_job
 
-TILES = Path("multi_source") / "mopadi" / "TCGA-3X-AAVA-01Z-00-DX1"  # six 256 px tiles of one slide (real_he)
 TINY = (
     "batch_size=2", "n_local_crops=2", "out_dim=64", "head_hidden_dim=32", "head_bottleneck_dim=16",
     'timm_kwargs={"img_size":32,"patch_size":8,"depth":1,"embed_dim":32,"num_heads":2}',
@@ -76,8 +75,8 @@ def assert_run_complete(out: Path, iters: int, *, world_size: int) -> None:
 
 
 @pytest.fixture()
-def tiles(real_he: Path) -> Path:
-    return (real_he / TILES).resolve()
+def tiles(sample_tiles: Path) -> Path:
+    return (sample_tiles / "cmu").resolve()  # six 256 px real H&E tiles of one slide (CMU-1)
 
 
 def test_sbatch_two_processes_under_srun_torchrun_complete(slurm, tiles, tmp_path, capsys):
