@@ -176,7 +176,8 @@ def test_offline_sample_data_skips_or_fails_under_ci(pytester, monkeypatch, offl
 def test_a_cache_that_cannot_be_created_is_a_sample_data_error(tmp_path: Path, capsys) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")  # the cache would have to be created inside a file
-    with pytest.raises(SampleDataError, match=f"cannot create the sample-data cache {blocker / 'cache'}.*EXAONEPATH_LAB_CACHE"):
+    want = f"cannot create the sample-data cache {blocker / 'cache'}.*EXAONEPATH_LAB_CACHE"
+    with pytest.raises(SampleDataError, match=want):
         fetch_sample_data(cache_dir=blocker / "cache", python=NO_PIP)
     assert main(["sample-data", "--dir", str(blocker / "cache")]) == 1  # a one-line error, no traceback
     assert "cannot create the sample-data cache" in capsys.readouterr().err
