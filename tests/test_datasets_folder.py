@@ -60,6 +60,22 @@ def test_folder_from_csv_by_patient(tmp_path: Path) -> None:
     assert (tmp_path / "splits" / "folder_cohort_split_seed0_val0.2_test0.2.csv").is_file()
 
 
+
+def test_folder_csv_written_on_windows(tmp_path: Path) -> None:
+    """A CSV exported on Windows has backslash-separated relative paths (and often a BOM): it reads the same."""
+    make_folder(tmp_path / "imgs", n_slides=6, per=2)
+    files = sorted((tmp_path / "imgs").rglob("*.png"))
+    rows = [{"path": str(p.relative_to(tmp_path)).replace("/", "\\"), "label": p.parent.parent.name,
+             "slide": p.parent.name} for p in files]
+    pd.DataFrame(rows).to_csv(tmp_path / "win.csv", index=False, encoding="utf-8-sig", lineterminator="\r\n")
+    ds = load_dataset("folder", tmp_path / "win.csv")
+    assert len(ds) == len(files) and sorted(ds.meta.path) == sorted(map(str, files))
+    assert ds.meta.relpath.str.startswith("imgs/").all()  # split keys are the same as for a POSIX CSV
+    pd.DataFrame({"path": ["C:\\data\\a.png"] * 3, "label": ["x", "y", "x"], "slide": ["1", "2", "3"]}).to_csv(
+        tmp_path / "drive.csv", index=False)
+    with pytest.raises(ValueError, match=r"3 files listed in .*drive.csv do not exist.*Windows drive paths"):
+        load_dataset("folder", tmp_path / "drive.csv")
+
 def test_folder_errors_name_the_fix(tmp_path: Path) -> None:
     make_folder(tmp_path, n_slides=4)
     Image.fromarray(tile(32, 0, 0)).save(tmp_path / "normal" / "loose.png")

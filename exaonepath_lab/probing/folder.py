@@ -17,6 +17,7 @@ stem), which ``exaonepath-lab table`` shows as its own column.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,6 +35,16 @@ def folder_task_name(root: str | Path) -> str:
     """``folder:<name>`` for a folder or CSV (its stem)."""
     p = Path(root)
     return f"folder:{p.stem if p.suffix.lower() == '.csv' else p.resolve().name}"
+
+
+def _csv_path(value: str, base: Path) -> Path:
+    """A CSV's ``path`` cell as a file path: relative to ``base`` unless absolute; a CSV written on Windows
+    (``imgs\\tumor\\p1.png``) is read with its backslashes as separators when the path does not exist as is."""
+    p = Path(value) if Path(value).is_absolute() else base / value
+    if "\\" in value and not p.is_file():
+        posix = value.replace("\\", "/")
+        p = Path(posix) if Path(posix).is_absolute() else base / posix
+    return p
 
 
 def _scan_csv(csv: Path) -> Scan:
@@ -57,11 +68,13 @@ def _scan_csv(csv: Path) -> Scan:
     classes = [str(c) for c in sorted(set(labels.astype(int)))] if numeric else sorted(set(labels))
     if numeric and classes != [str(i) for i in range(len(classes))]:
         scan.problems.append(f"{csv}: integer labels must be 0..K-1, found {classes}")
-    paths = [Path(p) if Path(p).is_absolute() else csv.parent / p for p in df["path"].str.strip()]
+    paths = [_csv_path(p, csv.parent) for p in df["path"].str.strip()]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
+        drive = any(re.match(r"[A-Za-z]:[\\/]", p) for p in df["path"].str.strip())
         scan.problems.append(f"{len(missing)} files listed in {csv} do not exist (e.g. {missing[:3]}); paths are "
-                             f"relative to {csv.parent}")
+                             f"relative to {csv.parent}" + ("; Windows drive paths (C:\\...) cannot be read here: "
+                                                           "make them relative to the CSV" if drive else ""))
     rows = []
     for p, lab, g in zip(paths, labels, df[group].str.strip()):
         if not p.is_file():
