@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -115,3 +116,14 @@ def test_readme_flow_with_one_root(tmp_path: Path, capsys) -> None:
     assert (root / "mhist" / "splits" / "mhist_split_seed0_val0.2.csv").is_file()  # saved with the data
     assert main(["table", "--results", str(out), "--out", str(tmp_path / "table")]) == 0
     assert any(l.startswith("| tiny ‡") for l in (tmp_path / "table" / "table1.md").read_text().splitlines())
+
+
+def test_folder_class_with_one_slide_is_refused_before_a_split_is_saved(tmp_path: Path) -> None:
+    """A class whose patches all come from one slide cannot be in train and test: say so, save nothing."""
+    root = tmp_path / "task"
+    make_folder(root, n_slides=8)  # 8 slides, normal/tumor alternating (s03 holds both)
+    for s in ("s01", "s05", "s07"):  # tumor keeps one slide of its own (s03 has tumor patches too, but is
+        shutil.rmtree(root / "tumor" / s)  # a 'normal' slide by majority label: tie -> first class)
+    with pytest.raises(ValueError, match=r"leaves (train|test) without any patch of class\(es\) \['tumor'\].*add"):
+        load_dataset("folder", root)
+    assert not (root / "splits").exists() or not any((root / "splits").iterdir())

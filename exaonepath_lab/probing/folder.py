@@ -127,6 +127,22 @@ def scan_folder(root: str | Path) -> Scan:
     return scan
 
 
+
+def _check_every_class_in_train_and_test(items: pd.DataFrame, splits: np.ndarray, classes: list[str],
+                                         root: Path) -> None:
+    """Raise before a split is saved in which a class has no patch in train or in test (a class with one
+    slide/patient, or too few for the test share): its probe would be untrained or its test metrics
+    meaningless (AUROC nan), with nothing said."""
+    for part in ("train", "test"):
+        absent = [c for k, c in enumerate(classes) if not ((splits == part) & (items["label"] == k)).any()]
+        if absent:
+            groups = {c: sorted(items.loc[items["label"] == classes.index(c), "patient"].unique()) for c in absent}
+            have = "; ".join(f"{c!r}: {len(g)} slide(s)/patient(s) {g[:5]}" for c, g in groups.items())
+            raise ValueError(f"{root}: the slide/patient-level split leaves {part} without any patch of class(es) "
+                             f"{absent} ({have}). Each class needs slides in both train and test: add slides or "
+                             "patients of those classes (>= 3 each is safest), raise --test-fraction, or leave "
+                             "the class out")
+
 def load_folder_dataset(
     root: str | Path,
     *,
@@ -152,10 +168,16 @@ def load_folder_dataset(
     rule = {"dataset": name, "rule": "group (slide/patient) train/val/test, stratified by the group's majority label",
             "val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed,
             "order": "groups sorted; numpy.random.default_rng(seed) for test, seed+1 for val; largest remainder"}
+
+    def make() -> np.ndarray:
+        labels = group_split_labels(items["relpath"].to_numpy(), items["patient"].to_numpy(),
+                                    items["label"].to_numpy(), val_fraction=val_fraction, test_fraction=test_fraction,
+                                    seed=seed)
+        _check_every_class_in_train_and_test(items, labels, classes, root)
+        return labels
+
     items["split"] = load_or_create_assignment(
-        items["relpath"].to_numpy(),
-        lambda: group_split_labels(items["relpath"].to_numpy(), items["patient"].to_numpy(), items["label"].to_numpy(),
-                                   val_fraction=val_fraction, test_fraction=test_fraction, seed=seed),
+        items["relpath"].to_numpy(), make,
         path=split_file_path(where, safe, seed, val_fraction, test_fraction), rule=rule,
         allowed=("train", "val", "test"))
     per_group = items.groupby("patient")["split"].nunique()
