@@ -20,6 +20,7 @@ the cache by hand (offline machines) is accepted the same way.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -127,7 +128,8 @@ def cached_samples(names: Iterable[str] | str | None = None, *, cache_dir: str |
                    ) -> dict[str, Path]:
     """The requested samples already in the cache with the pinned sha256 (nothing is downloaded).
 
-    A verified file without its provenance JSON (copied in by hand) gets one written beside it.
+    A verified file without its provenance JSON (copied in by hand) gets one written beside it (when the
+    folder is writable: a read-only cache is used as it is).
     """
     folder = resolve_cache_dir(cache_dir)
     out = {}
@@ -136,7 +138,8 @@ def cached_samples(names: Iterable[str] | str | None = None, *, cache_dir: str |
         if _is_valid(path, sample):
             info = folder / f"{name}.json"
             if not info.exists():
-                write_json_atomic(info, _record(sample, "found in the cache (placed by hand), sha256 verified"))
+                with contextlib.suppress(OSError):  # a read-only cache (files placed by an admin) is still used
+                    write_json_atomic(info, _record(sample, "found in the cache (placed by hand), sha256 verified"))
             out[name] = path
     return out
 

@@ -181,3 +181,24 @@ def test_a_cache_that_cannot_be_created_is_a_sample_data_error(tmp_path: Path, c
         fetch_sample_data(cache_dir=blocker / "cache", python=NO_PIP)
     assert main(["sample-data", "--dir", str(blocker / "cache")]) == 1  # a one-line error, no traceback
     assert "cannot create the sample-data cache" in capsys.readouterr().err
+
+
+def test_a_read_only_cache_with_the_files_is_used(sample_he: dict[str, Path], tmp_path: Path) -> None:
+    """Files placed by hand in a cache the user cannot write (a shared, admin-filled folder) are used as they are."""
+    import subprocess
+
+    cache = tmp_path / "ro-cache"
+    cache.mkdir()
+    for path in sample_he.values():
+        shutil.copy(path, cache / path.name)
+    lock = (["chattr", "+i", str(cache)], ["chattr", "-i", str(cache)]) if os.geteuid() == 0 else None
+    if lock is None:
+        cache.chmod(0o555)
+    elif subprocess.run(lock[0], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a folder read-only for root here (chattr +i refused)")
+    try:
+        with pytest.raises(OSError):
+            (cache / "probe").write_text("x")  # really read-only
+        assert fetch_sample_data(cache_dir=cache, python=NO_PIP) == {n: cache / n for n in SAMPLES}
+    finally:
+        subprocess.run(lock[1], check=True) if lock else cache.chmod(0o755)
