@@ -127,3 +127,20 @@ def test_folder_class_with_one_slide_is_refused_before_a_split_is_saved(tmp_path
     with pytest.raises(ValueError, match=r"leaves (train|test) without any patch of class\(es\) \['tumor'\].*add"):
         load_dataset("folder", root)
     assert not (root / "splits").exists() or not any((root / "splits").iterdir())
+
+
+def test_notebook_06_probes_a_folder_task_under_its_own_name(tmp_path: Path) -> None:
+    """Notebook 06 with ``dataset="folder"``: results are ``folder:<name>`` (its own Table 1 column), not "folder"."""
+    import papermill as pm
+
+    root = tmp_path / "inhouse"
+    make_folder(root)
+    nb = Path(__file__).resolve().parents[1] / "notebooks" / "06_linear_probing.ipynb"
+    out = tmp_path / "out"
+    pm.execute_notebook(str(nb), str(tmp_path / "06.ipynb"), cwd=str(nb.parent), kernel_name="python3",
+                        progress_bar=False, request_save_on_cell_execute=False,
+                        parameters={"out_dir": str(out), "smoke": True, "dataset": "folder", "dataset_root": str(root),
+                                    "encoder": "random:vit_tiny_patch16_224", "seeds": [0], "iterations": 20})
+    results = [json.loads(p.read_text()) for p in sorted((out / "probe").glob("*.json"))]
+    assert results and {r["dataset"] for r in results} == {"folder:inhouse"}
+    assert json.loads((out / "notebook_summary.json").read_text())["dataset"] == "folder:inhouse"
