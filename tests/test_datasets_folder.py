@@ -85,6 +85,13 @@ def test_folder_errors_name_the_fix(tmp_path: Path) -> None:
     pd.DataFrame({"path": ["a.png"], "label": ["x"]}).to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(ValueError, match=r"lacks columns \['slide or patient'\]"):
         load_dataset("folder", tmp_path / "bad.csv")
+    files = sorted(tmp_path.glob("*/s*/p*.png"))
+    rows = pd.DataFrame({"path": [f.relative_to(tmp_path).as_posix() for f in files],
+                         "label": [f.parent.parent.name for f in files], "slide": [f.parent.name for f in files]})
+    rows.loc[1, "label"] = ""  # one patch nobody labelled
+    rows.to_csv(tmp_path / "unlabelled.csv", index=False)
+    with pytest.raises(ValueError, match=r"unlabelled.csv: 1 rows have an empty 'label' \(e.g. row 3 of the file\)"):
+        load_dataset("folder", tmp_path / "unlabelled.csv")  # not a class named ''
 
 
 def test_probe_folder_knn_and_its_table_column(tmp_path: Path, capsys) -> None:

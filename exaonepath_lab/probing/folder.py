@@ -64,6 +64,11 @@ def _scan_csv(csv: Path) -> Scan:
         n = int((df[group].str.strip() == "").sum())
         scan.problems.append(f"{csv}: {n} rows have an empty {group!r}; every patch needs its slide/patient")
     labels = df["label"].str.strip()
+    if (labels == "").any():
+        scan.problems.append(f"{csv}: {int((labels == '').sum())} rows have an empty 'label' (e.g. row "
+                             f"{int((labels == '').to_numpy().argmax()) + 2} of the file); label every patch or "
+                             "leave the unlabelled ones out of the CSV")
+        return scan
     numeric = labels.str.fullmatch(r"-?\d+").all()
     classes = [str(c) for c in sorted(set(labels.astype(int)))] if numeric else sorted(set(labels))
     if numeric and classes != [str(i) for i in range(len(classes))]:
