@@ -151,3 +151,14 @@ def test_notebook_06_probes_a_folder_task_under_its_own_name(tmp_path: Path) -> 
     results = [json.loads(p.read_text()) for p in sorted((out / "probe").glob("*.json"))]
     assert results and {r["dataset"] for r in results} == {"folder:inhouse"}
     assert json.loads((out / "notebook_summary.json").read_text())["dataset"] == "folder:inhouse"
+
+
+def test_folder_without_images_is_not_a_class(tmp_path: Path) -> None:
+    """A probe's --out inside ROOT (features/*.h5, *.json) must not turn into an empty third class."""
+    root = tmp_path / "task"
+    make_folder(root, n_slides=6)
+    assert load_dataset("folder", root).classes == ["normal", "tumor"]
+    (root / "results" / "features").mkdir(parents=True)
+    (root / "results" / "features" / "x.h5").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"task/results hold\(s\) no images .*move or delete it"):
+        load_dataset("folder", root)

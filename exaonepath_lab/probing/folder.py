@@ -125,6 +125,11 @@ def scan_folder(root: str | Path) -> Scan:
                              f"a folder named after its slide or patient, ROOT/<class>/<slide>/, so the split can keep "
                              "a slide's patches together (a patch-level split leaks), or list them in a CSV with "
                              "path,label,slide")
+    empty = [c for c in classes if not any(r["class_name"] == c for r in rows)]
+    if rows and empty:  # a typo'd or empty folder, or an output folder (probe --out) inside ROOT: not a class
+        scan.problems.append(f"{', '.join(str(root / c) for c in empty)} hold(s) no images in <slide>/ sub-folders, "
+                             f"so would be an empty class among {classes}: move or delete it (outputs belong "
+                             "outside ROOT), or put that class's patches in it")
     scan.items = _frame(rows)
     scan.items.attrs["classes"] = classes
     if not rows:
