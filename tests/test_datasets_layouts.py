@@ -161,8 +161,8 @@ def test_msi_fix_command_really_gives_a_loadable_layout(tmp_path: Path) -> None:
     from exaonepath_lab.probing.scan import msi_fix_command
     from fixtures_downstream import msi_archives
 
-    d = tmp_path / "msi_stad"
-    d.mkdir()
+    d = tmp_path / "Jane's data" / "msi_stad"  # pasted into a shell as printed: the path is quoted
+    d.mkdir(parents=True)
     exp = msi_archives(d, "STAD", patients=(3, 1), tiles_per=1)
     with pytest.raises(ValueError, match="are there: run"):
         load_dataset("msi_stad", d)
