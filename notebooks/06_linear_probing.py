@@ -55,7 +55,7 @@
 out_dir = "../outputs/notebooks/06"  # features, probe results, figures; relative paths are taken from notebooks/
 smoke = False  # tiny sizes (tests): fewer patches, 200 probe iterations, one seed
 demo_dir = "../outputs"  # where `make demo` writes: its tiling and checkpoints are used when the paths below are None
-dataset = "synthetic"  # synthetic | pcam | mhist | crc100k | til | msi_crc | msi_stad
+dataset = "synthetic"  # synthetic | pcam | mhist | crc100k | til | msi_crc | msi_stad | folder (your own patches)
 dataset_root = None  # the dataset's folder as downloaded; for synthetic a tiling of synthetic slides (None: the demo's)
 encoder = "kit-dino"  # encoder name (exaonepath_lab.encoders.list_encoders()), e.g. exaonepath, uni, timm:resnet50
 checkpoint = None  # weights of `encoder` (a local file); None with kit-dino: compare ckpt_raw and ckpt_norm
@@ -94,7 +94,7 @@ from exaonepath_lab.stain import MacenkoNormalizer
 
 pio.renderers.default = "plotly_mimetype+notebook"  # offline: plotly.js is embedded, never fetched
 torch.set_num_threads(2)
-dataset = nbp.check_choice("dataset", dataset, ["synthetic", *DATASETS])
+dataset = nbp.check_choice("dataset", dataset, ["synthetic", *DATASETS, "folder"])
 normalize = nbp.check_choice("normalize", normalize, [True, False])
 random_twin = nbp.check_choice("random_twin", random_twin, [True, False])
 iterations = nbp.check_int("iterations", iterations)
@@ -168,6 +168,7 @@ if dataset == "synthetic":
     print("left out (not tissue):", ds.excluded_counts)
 else:
     ds = load_dataset(dataset, dataset_root)
+    dataset = summary["dataset"] = getattr(ds, "dataset_name", dataset)  # folder:<name>: its own Table 1 column
 classes = list(ds.classes)
 counts = pd.crosstab(ds.meta["class_name"], ds.meta["split"])
 display(counts)
@@ -197,7 +198,7 @@ features = {}
 for name, (enc, norm) in models.items():
     slug = re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
     fs = extract_features(enc, ds, normalizer=norm, batch_size=batch_size,
-                          cache_path=out / "features" / f"{dataset}__{slug}.h5", progress=not smoke)
+                          cache_path=out / "features" / f"{dataset.replace(':', '_')}__{slug}.h5", progress=not smoke)
     features[name] = fs
     print(f"{name}: {fs.features.shape} features ({fs.cache_status}); stain statuses:",
           dict(zip(*np.unique(fs.norm_status, return_counts=True))))
