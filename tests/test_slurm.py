@@ -262,3 +262,25 @@ def test_slurm_local_up_again_changes_nothing(slurm):
     assert [p.read_text() for p in pidfiles] == before
     st = subprocess.run(["bash", str(script), "status"], capture_output=True, text=True, timeout=60)
     assert st.returncode == 0 and st.stdout.count(": running (pid") == 3, st.stdout
+
+
+def test_slurm_local_down_leaves_a_process_that_reuses_a_stale_pid_alone(tmp_path):
+    """A pid file left behind (a reboot, a crashed daemon) whose number now belongs to another program:
+    `down` must not kill that program, and `status` must not call it a running daemon."""
+    state = tmp_path / "slurm"
+    (state / "run").mkdir(parents=True)
+    other = subprocess.Popen(["sleep", "60"])  # stands for whatever process got the old daemon's pid
+    try:
+        for d in ("munged", "slurmctld", "slurmd"):
+            (state / "run" / f"{d}.pid").write_text(f"{other.pid}\n")
+        script = Path(__file__).resolve().parents[1] / "scripts" / "slurm_local.sh"
+        env = {**os.environ, "EXAONEPATH_SLURM_DIR": str(state)}
+        st = subprocess.run(["bash", str(script), "status"], capture_output=True, text=True, timeout=60, env=env)
+        assert ": running (pid" not in st.stdout, st.stdout
+        r = subprocess.run(["bash", str(script), "down"], capture_output=True, text=True, timeout=60, env=env)
+        assert r.returncode == 0, r.stderr
+        assert other.poll() is None, f"`down` killed pid {other.pid}, which it did not start: {r.stderr}"
+        assert not list((state / "run").glob("*.pid"))  # the stale files are gone
+    finally:
+        other.kill()
+        other.wait()
