@@ -147,6 +147,23 @@ def test_sbatch_preemption_checkpoints_requeues_and_resumes(slurm, tiles, tmp_pa
                                rtol=1e-5, atol=1e-6)
 
 
+def test_sbatch_preemption_beyond_max_requeues_stops_and_keeps_the_checkpoint(slurm, tiles, tmp_path, capsys):
+    """`launch --max-requeues 0`: the sbatch script checkpoints on the warning signal but does not requeue."""
+    out = tmp_path / "run"
+    job = launch(capsys, tiles, out, "sbatch", "--gpus-per-node", "1", "--max-requeues", "0",
+                 "--set", "max_iters=200")
+    wait_for_training(job, out)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True, timeout=30)
+    (rec,) = wait_for_job(job, timeout=240)
+    logs = out / "launch" / "slurm"
+    stdout, stderr = (logs / f"test-sbatch-{job}.out").read_text(), (logs / f"test-sbatch-{job}.err").read_text()
+    assert (rec["JobState"], rec["Restarts"], rec["ExitCode"]) == ("FAILED", "0", "1:0"), stdout + stderr
+    assert "not requeueing" in stderr and "requeueing job" not in stderr, stderr
+    stop = re.search(r"preempted at iteration (\d+)/200", stdout)
+    assert stop, stdout
+    assert load_kit_checkpoint(str(out / "checkpoint.pt"))["iteration"] == int(stop.group(1))
+
+
 def wait_for_training(job: str, out: Path, rows: int = 2) -> None:
     """Until the job's run has logged ``rows`` iterations."""
     log = out / "log.jsonl"

@@ -143,6 +143,12 @@ def render_sbatch(config: LaunchConfig, train_argv: Sequence[str], *, batch_per_
         "# `wait` returns early when the trap fires; keep waiting until the step has exited.",
         'wait "$SRUN_PID"; STATUS=$?',
         'while kill -0 "$SRUN_PID" 2>/dev/null; do wait "$SRUN_PID"; STATUS=$?; done',
+        f"MAX_REQUEUES={config.max_requeues}  # launch --max-requeues, as submitit's max_num_timeout",
+        'if [ "$PREEMPTED" = 1 ] && [ "${SLURM_RESTART_COUNT:-0}" -ge "$MAX_REQUEUES" ]; then',
+        '  echo "$(date): pre-empted after ${SLURM_RESTART_COUNT:-0} requeue(s), the limit (launch --max-requeues);'
+        ' not requeueing. The checkpoint is kept; to go on: scontrol requeue $SLURM_JOB_ID" >&2',
+        "  exit 1",
+        "fi",
         'if [ "$PREEMPTED" = 1 ]; then',
         '  echo "$(date): requeueing job $SLURM_JOB_ID; it resumes from the last checkpoint" >&2',
         '  scontrol requeue "$SLURM_JOB_ID"',
