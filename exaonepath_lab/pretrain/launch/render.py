@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 from ...io import write_json_atomic, write_text_atomic
 from ..config import PretrainConfig
-from .batch import resolve_train_config
+from .batch import PATH_FIELDS, resolve_train_config
 from .config import PREEMPT_SIGNAL, TORCHRUN_SIGNALS, LaunchConfig
 from .slurm_time import format_slurm_time
 
@@ -40,7 +40,10 @@ def plan_launch(config: LaunchConfig) -> LaunchPlan:
     per, glob = tcfg.batch_size, tcfg.world_batch_size
     argv = ["train", "--preset", config.preset, "--data", tcfg.data, "--out", tcfg.out_dir]
     for o in config.overrides:
-        if o.split("=", 1)[0].strip() != "batch_size":
+        key = o.split("=", 1)[0].strip()
+        if key in PATH_FIELDS and getattr(tcfg, key):
+            o = f"{key}={getattr(tcfg, key)}"  # absolute, as in train_config.json
+        if key != "batch_size":
             argv += ["--set", o]
     argv += ["--set", f"batch_size={per}"]  # per process; always explicit so the log shows it
     return LaunchPlan(
