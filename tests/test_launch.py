@@ -207,3 +207,19 @@ def test_relative_init_and_stain_target_are_made_absolute_like_data_and_out(tmp_
     tr_args = build_parser().parse_args(shlex.split(line)[shlex.split(line).index("exaonepath_lab.cli") + 1:-1])
     for args in (sb_args, tr_args):
         assert f"init_checkpoint={init}" in args.overrides and f"stain_target={target}" in args.overrides
+
+
+def test_submit_into_a_run_with_a_checkpoint_is_refused_before_queueing_unless_resume(tmp_path, capsys):
+    """A new job for an --out that holds a checkpoint would stop at its start (after the queue wait); `launch
+    --resume` is the way to continue that run (its train command gets --resume from the first start on)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"a previous run")
+    argv = ["launch", "--preset", "cpu-demo", "--data", str(tmp_path / "d"), "--out", str(out), "--nodes", "1",
+            "--gpus-per-node", "1", "--engine", "sbatch"]
+    assert main([*argv, "--submit"]) == 1
+    assert "checkpoint.pt exists: pass --resume to continue that run" in capsys.readouterr().err
+    assert not (out / "launch").exists()  # nothing rendered, nothing queued
+    assert main([*argv, "--resume"]) == 0  # dry run
+    srun = [a for a in _srun_line((out / "launch" / "job.sbatch").read_text()) if a != "$RESUME"]
+    assert build_parser().parse_args(srun[srun.index("exaonepath_lab.cli") + 1:]).resume

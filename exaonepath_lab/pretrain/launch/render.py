@@ -46,6 +46,8 @@ def plan_launch(config: LaunchConfig) -> LaunchPlan:
         if key != "batch_size":
             argv += ["--set", o]
     argv += ["--set", f"batch_size={per}"]  # per process; always explicit so the log shows it
+    if config.resume:
+        argv.append("--resume")
     return LaunchPlan(
         config=config,
         train_config=tcfg,
@@ -149,7 +151,7 @@ def render_sbatch(config: LaunchConfig, train_argv: Sequence[str], *, batch_per_
         f"MAX_REQUEUES={config.max_requeues}  # launch --max-requeues, as submitit's max_num_timeout",
         'if [ "$PREEMPTED" = 1 ] && [ "${SLURM_RESTART_COUNT:-0}" -ge "$MAX_REQUEUES" ]; then',
         '  echo "$(date): pre-empted after ${SLURM_RESTART_COUNT:-0} requeue(s), the limit (launch --max-requeues);'
-        ' not requeueing. The checkpoint is kept; to go on: scontrol requeue $SLURM_JOB_ID" >&2',
+        ' not requeueing. The checkpoint is kept; to go on: scontrol requeue $SLURM_JOB_ID, or launch --resume" >&2',
         "  exit 1",
         "fi",
         'if [ "$PREEMPTED" = 1 ]; then',
