@@ -1,6 +1,6 @@
 """The layering of docs/ARCHITECTURE.md is a checked contract (import-linter, configured in pyproject.toml).
 
-Lower rooms never import higher ones (slides -> tiling -> stain -> pretrain/features/encoders ->
+Lower rooms never import higher ones (slides -> tiling -> stain -> encoders -> pretrain/features ->
 analysis/probing -> report -> demo/commands/cli), and sibling modules never import each other in a
 cycle. A failure prints import-linter's report: which module imports which, at which line.
 """
@@ -49,6 +49,22 @@ def test_layers_follow_architecture_md_pipeline_order() -> None:
     # ARCHITECTURE.md: slides -> tiling -> stain -> pretrain / features -> analysis / probing -> report.
     order = ["report", "analysis", "pretrain", "stain", "tiling", "slides", "io"]
     assert [pos[r] for r in order] == sorted(pos[r] for r in order), pos
-    assert pos["analysis"] == pos["probing"] and pos["pretrain"] == pos["features"] == pos["encoders"]
+    assert pos["analysis"] == pos["probing"] and pos["pretrain"] == pos["features"] < pos["encoders"] < pos["stain"]
     text = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
     assert "slides -> tiling -> stain -> pretrain / features -> analysis / probing -> report" in text
+
+
+def test_imagenet_statistics_and_eval_preprocessing_are_defined_once() -> None:
+    import timm.data
+
+    from exaonepath_lab.models import IMAGENET_MEAN, IMAGENET_STD
+
+    assert IMAGENET_MEAN == timm.data.IMAGENET_DEFAULT_MEAN and IMAGENET_STD == timm.data.IMAGENET_DEFAULT_STD
+    sources = {p: p.read_text() for p in PACKAGE.rglob("*.py")}
+    for literal in ("0.485, 0.456, 0.406", "0.229, 0.224, 0.225"):
+        where = sorted(str(p.relative_to(PACKAGE)) for p, s in sources.items() if literal in s)
+        assert where == ["models.py"], f"{literal} defined in {where}; import it from exaonepath_lab.models"
+    # One eval preprocessing (resize -> crop -> mean/std), owned by the encoders.
+    resizers = sorted(str(p.relative_to(PACKAGE)) for p, s in sources.items() if "def center_crop" in s
+                      or "F.center_crop(" in s or "class EvalTransform" in s)
+    assert resizers == ["encoders/preprocess.py"], resizers

@@ -27,11 +27,9 @@ import torch
 from torch import nn
 
 from ..io import sha256_file
-from ..models import build_backbone, embed_dim_of, load_kit_checkpoint
+from ..models import IMAGENET_MEAN, IMAGENET_STD, build_backbone, embed_dim_of, load_kit_checkpoint
 from .checkpoint import LoadReport, hf_vit_to_timm, load_strict, load_weights_file, select_state_dict, strip_prefixes
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Lunit's own statistics of their pretraining data (github.com/lunit-io/benchmark-ssl-pathology).
 LUNIT_MEAN = (0.70322989, 0.53606487, 0.66096631)
 LUNIT_STD = (0.21716536, 0.26081574, 0.20723464)

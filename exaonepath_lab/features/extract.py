@@ -20,8 +20,9 @@ import numpy as np
 import torch
 import torch.utils.data
 
+from ..encoders.preprocess import Preprocessing
 from .cache import FeatureSet, PartStore, describe_key_difference, load_features, patch_list_sha256, read_key, save_features
-from .preprocess import Preprocessing, check_image, normalize_stain, normalizer_identity
+from .preprocess import check_image, normalize_stain, normalizer_identity
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .multicrop import IMAGENET_MEAN, IMAGENET_STD
+from ..models import IMAGENET_MEAN, IMAGENET_STD
 
 
 def dataset_arrays(dataset: Any, *, label_key: str = "label") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -34,16 +34,13 @@ def embed_images(backbone: nn.Module, images: np.ndarray, *, size: int, batch_si
     Bilinear (antialiased) resize of the full patch, ImageNet mean/std: the
     evaluation view of DINO's k-NN (no crop, so nothing is thrown away).
     """
-    import torch.nn.functional as F
+    from ..encoders import Preprocessing
 
     backbone = backbone.eval().to(device)
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    pre = Preprocessing(IMAGENET_MEAN, IMAGENET_STD, resize_size=size, crop_size=None, interpolation="bilinear")
     out = []
     for i in range(0, len(images), batch_size):
-        x = torch.from_numpy(images[i : i + batch_size]).to(device).permute(0, 3, 1, 2).float() / 255.0
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        out.append(backbone((x - mean) / std).float().cpu())
+        out.append(backbone(pre(images[i : i + batch_size], device=device)).float().cpu())
     return torch.cat(out).numpy()
 
 

@@ -10,7 +10,7 @@ samples.
 - :class:`StainParams`, :class:`NormalizeResult` – per-image parameters and statuses
 - :class:`ReinhardNormalizer` – Lab mean/std matching, batched
 - :class:`MacenkoStainAugment` – random perturbation of stain concentrations/vectors
-- :class:`MacenkoTransform`, :func:`eval_transform` – drop-in torchvision transforms
+- :class:`MacenkoTransform` – drop-in torchvision transform (the eval chain: ``features.extract_features``)
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from .policy import (
 from .reinhard import ReinhardNormalizer
 from .results import NormalizeResult, StainParams
 from .target import StainTarget, default_target
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, MacenkoTransform, eval_transform
+from .transforms import MacenkoTransform
 
 __all__ = [
     "MacenkoNormalizer",
@@ -36,10 +36,6 @@ __all__ = [
     "ReinhardNormalizer",
     "MacenkoStainAugment",
     "MacenkoTransform",
-    "EvalTransform",
-    "eval_transform",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "StainNormalizationError",
     "StainNormalizationWarning",
     "POLICIES",
