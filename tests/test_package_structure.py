@@ -58,3 +58,54 @@ def test_the_length_check_sees_numba_kernels_and_long_functions() -> None:
     src = "def f():\n" + "    x = 1\n" * MAX_FUNCTION_LINES
     node = ast.parse(src).body[0]
     assert node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES and not _is_numba_kernel(node)
+
+
+# ----------------------------------------------------------------------------- job configs
+#: Job configs still outside their room's config.py; each entry goes when that work lands.
+JOB_CONFIGS_BEING_MOVED = {
+    "pretrain/launch.py::LaunchConfig",  # H4: launch.py split by concern (its config -> pretrain/config.py)
+}
+
+
+def test_every_job_config_is_found_the_same_way() -> None:
+    """A JobConfig subclass lives in the config.py of the room that runs the job and is exported by that room."""
+    import importlib
+
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).as_posix()
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef) and any(getattr(b, "id", "") == "JobConfig" for b in node.bases):
+                found[f"{rel}::{node.name}"] = rel
+    misplaced = {w for w, rel in found.items() if not rel.endswith("config.py")} - JOB_CONFIGS_BEING_MOVED
+    assert not misplaced, f"move these job configs into their room's config.py: {sorted(misplaced)}"
+    jobs = {w.split("::")[1] for w in found}
+    assert {"TileConfig", "StainConfig", "PretrainConfig", "ExtractConfig", "ProbeConfig", "DemoConfig"} <= jobs
+    for where, rel in found.items():
+        if where in JOB_CONFIGS_BEING_MOVED:
+            continue
+        room = rel.rsplit("/", 1)[0] if "/" in rel else ""
+        pkg = importlib.import_module("exaonepath_lab" + (f".{room}" if room else ".config"))
+        assert hasattr(pkg, where.split("::")[1]), f"exaonepath_lab.{room or 'config'} should export {where}"
+
+
+def test_every_pretrain_field_says_why_and_list_keys_prints_it(capsys) -> None:
+    import dataclasses
+
+    import pytest
+
+    from exaonepath_lab.cli import main
+    from exaonepath_lab.pretrain.config import PretrainConfig
+
+    fields = dataclasses.fields(PretrainConfig)
+    assert len(fields) > 50
+    bare = [f.name for f in fields if len(f.metadata.get("help", "")) < 20]
+    assert not bare, f"PretrainConfig fields without a help string saying why: {bare}"
+    with pytest.raises(SystemExit) as done:  # no --data/--out needed, like --version
+        main(["train", "--list-keys"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    for f in fields:
+        assert f"\n{f.name} (" in f"\n{out}", f"--list-keys does not list {f.name}"
+    assert "lr (float, default 0.005)" in out and "Peak learning rate reached after warm-up" in out
+    assert "teacher_temp (float, default 0.07)" in out and "unstable for ViT-B" in out

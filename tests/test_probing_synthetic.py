@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from exaonepath_lab.probing.datasets import load_dataset
-from exaonepath_lab.probing.linear import ProbeConfig, run_linear_probe
+from exaonepath_lab.probing.config import ProbeConfig
+from exaonepath_lab.probing.linear import run_linear_probe
 from exaonepath_lab.probing.synthetic_task import slide_splits
 
 

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from ..io import sha256_json
     from ..probing.datasets import load_dataset
     from ..probing.evaluate import evaluate_features, write_result
-    from ..probing.linear import ProbeConfig
+    from ..probing.config import ProbeConfig
 
     torch.set_num_threads(max(1, args.threads))
     progress = not args.quiet

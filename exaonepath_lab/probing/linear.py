@@ -31,34 +31,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from ..config import JobConfig
+from .config import ProbeConfig
 from .metrics import classification_metrics, mean_std
-
-
-@dataclasses.dataclass(frozen=True)
-class ProbeConfig(JobConfig):
-    """Linear-probe protocol; defaults are the paper's (§4.4) or, where it is silent, named above."""
-
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    batch_size: int = 128
-    iterations: int = 12_500
-    feature_norm: str = "none"  # none | standardize | l2
-    init: str = "dino"  # dino (N(0, 0.01), bias 0) | torch (nn.Linear default)
-    selection: str = "best_val"  # best_val | last
-    eval_every: int = 500
-    seeds: tuple[int, ...] = (0, 1, 2)
-
-    def __post_init__(self) -> None:
-        if self.feature_norm not in ("none", "standardize", "l2"):
-            raise ValueError(f"feature_norm={self.feature_norm!r}: use 'none', 'standardize' or 'l2'")
-        if self.init not in ("dino", "torch"):
-            raise ValueError(f"init={self.init!r}: use 'dino' or 'torch'")
-        if self.selection not in ("best_val", "last"):
-            raise ValueError(f"selection={self.selection!r}: use 'best_val' or 'last'")
-        if self.iterations < 1 or self.batch_size < 1 or self.eval_every < 1:
-            raise ValueError("iterations, batch_size and eval_every must be >= 1")
 
 
 @dataclasses.dataclass

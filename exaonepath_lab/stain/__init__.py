@@ -5,6 +5,7 @@ Macenko normalization before every view is the paper's whole intervention
 explicit failure policy (:mod:`.policy`) instead of exceptions or silently dropped
 samples.
 
+- :class:`StainConfig` – the frozen config of a stain job (``exaonepath-lab normalize``)
 - :class:`MacenkoNormalizer` – ``normalize`` / ``fit_stains`` + ``apply`` (fit once, apply cheaply)
 - :class:`StainTarget`, :func:`default_target` – what images are mapped to; JSON save/load
 - :class:`StainParams`, :class:`NormalizeResult` – per-image parameters and statuses
@@ -15,6 +16,7 @@ samples.
 from __future__ import annotations
 
 from .augment import MacenkoStainAugment
+from .config import StainConfig
 from .macenko import MacenkoNormalizer
 from .policy import (
     POLICIES,
@@ -28,6 +30,7 @@ from .target import StainTarget, default_target
 from .transforms import MacenkoTransform
 
 __all__ = [
+    "StainConfig",
     "MacenkoNormalizer",
     "StainTarget",
     "StainParams",
