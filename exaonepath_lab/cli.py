@@ -42,7 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
             mod = importlib.import_module(f"exaonepath_lab.commands.{name}")
         except ModuleNotFoundError as e:
             if e.name == f"exaonepath_lab.commands.{name}":
-                continue  # command not part of this build
+                # A listed command that is missing is a broken install, never a smaller CLI.
+                raise ImportError(f"exaonepath-lab: command {name!r} is listed in exaonepath_lab.cli.COMMANDS but "
+                                  f"exaonepath_lab/commands/{name}.py is missing; reinstall the package "
+                                  "(pip install -e .) or remove it from COMMANDS") from e
             raise
         mod.register(sub)
     return p

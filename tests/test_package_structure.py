@@ -109,3 +109,15 @@ def test_every_pretrain_field_says_why_and_list_keys_prints_it(capsys) -> None:
         assert f"\n{f.name} (" in f"\n{out}", f"--list-keys does not list {f.name}"
     assert "lr (float, default 0.005)" in out and "Peak learning rate reached after warm-up" in out
     assert "teacher_temp (float, default 0.07)" in out and "unstable for ViT-B" in out
+
+
+# ----------------------------------------------------------------------------- CLI
+def test_a_listed_command_that_is_missing_is_an_error(monkeypatch) -> None:
+    import pytest
+
+    from exaonepath_lab import cli
+
+    assert cli.build_parser()  # every listed command exists
+    monkeypatch.setattr(cli, "COMMANDS", [*cli.COMMANDS, "no_such_command"])
+    with pytest.raises(ImportError, match=r"'no_such_command'.*commands/no_such_command\.py is missing"):
+        cli.build_parser()

@@ -22,7 +22,6 @@ ambiguous the choice is a named field, documented below:
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 from ..config import JobConfig, option
@@ -173,7 +172,3 @@ class PretrainConfig(JobConfig):
         if self.lr_scaling == "linear":
             return self.lr * self.batch_size * world_size / 256.0
         return self.lr
-
-    def collapse_threshold(self) -> float:
-        """ln(out_dim): the DINO loss of a uniform (collapsed) teacher and student."""
-        return math.log(self.out_dim)

@@ -33,10 +33,9 @@ FINE_UM = 1.0
 CLASSMAP_CELL_UM = 8.0
 """Physical cell size of the saved class map (µm); its downsample is round(8 / mpp)."""
 
-# Render classes (class map label in brackets): tumor epithelium [1] and the stroma between
-# tumour nests [1] render differently but carry the same biological label.
+# Render classes: the class label is drawn first and the render class derived from it; tumour
+# epithelium and the stroma between tumour nests render differently but both carry label 1 (tumor).
 R_GLASS, R_TUMOR, R_STROMA, R_LYMPH, R_ADIPOSE, R_NECROSIS, R_TUMOR_STROMA = range(7)
-RENDER_TO_LABEL = np.array([0, 1, 2, 3, 4, 5, 1], dtype=np.uint8)
 
 # Per render class: base eosin (cytoplasm, collagen matrix, necrotic debris) and diffuse
 # hematoxylin (basophilic cytoplasm, nuclear dust in necrosis), OD units.
