@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .config import DemoConfig
-from .io import write_json_atomic
+from .io import atomic_path, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,8 @@ def stage_tile(cfg: DemoConfig, out: Path) -> dict[str, Any]:
             cmu_note = f"tiled: {int(cres.manifest['n_patches'].sum())} patches at {float(cres.manifest['mpp'].iloc[0]):.3f} µm/px"
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
-    figure3_plotly(groups).write_html(fig_dir / "figure3.html", include_plotlyjs="directory")
+    with atomic_path(fig_dir / "figure3.html") as tmp:
+        figure3_plotly(groups).write_html(str(tmp), include_plotlyjs="directory")
     png = figure3_png(groups, fig_dir / "figure3.png")
     m = res.manifest
     return {"tile_dir": str(out / "tiles"), "report": res.report, "cmu": cmu_note,
@@ -220,7 +221,8 @@ def stage_collapse(cfg: DemoConfig, out: Path, tile_dir: str, ckpt_raw: str, ckp
         acc = knn_accuracy(np.asarray(x, dtype=np.float32), labels, groups=groups, k=10)
         knn_rows.append({"features": name, "tissue_knn_bacc": acc})
     knn = pd.DataFrame(knn_rows)
-    knn.to_csv(out / "collapse" / "tissue_knn.csv", index=False)
+    with atomic_path(out / "collapse" / "tissue_knn.csv") as tmp:
+        knn.to_csv(tmp, index=False)
     files = [str(p) for p in rep.paths.values()] + [str(out / "collapse" / "tissue_knn.csv")]
     return {"metrics_csv": str(rep.paths.get("metrics", out / "collapse" / "metrics.csv")),
             "paths": {k: str(v) for k, v in rep.paths.items()}, "tissue_knn": knn_rows, "files": files}
@@ -268,7 +270,8 @@ def stage_table(cfg: DemoConfig, out: Path, result_files: list[str]) -> dict[str
     table = build_table1(results)
     paths = write_table1(table, out / "table")
     fig_dir = out / "figures"
-    figure1_plotly(table).write_html(fig_dir / "figure1.html", include_plotlyjs="directory")
+    with atomic_path(fig_dir / "figure1.html") as tmp:
+        figure1_plotly(table).write_html(str(tmp), include_plotlyjs="directory")
     png = figure1_png(table, fig_dir / "figure1.png")
     return {"paths": {k: str(v) for k, v in paths.items()}, "figure1_png": str(png), "files": [str(png)]}
 

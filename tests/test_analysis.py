@@ -63,10 +63,20 @@ def test_embeddings_are_seeded_and_separate_blobs() -> None:
 
 
 @pytest.mark.slow
-def test_umap_runs_seeded() -> None:  # the one UMAP call of the suite (numba compiles ~30 s)
-    x, _ = _blobs(n_per=40)
+def test_umap_runs_seeded() -> None:  # the UMAP calls of the suite (numba compiles ~30 s)
+    from sklearn.metrics import silhouette_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    x, meta = _blobs(n_per=40)
     u = embed(x, "umap", seed=0, n_neighbors=10)
     assert u.coords.shape == (120, 2) and np.isfinite(u.coords).all() and u.params["n_neighbors"] == 10
+    # seeded: the same seed gives the same map, another seed another one
+    np.testing.assert_array_equal(embed(x, "umap", seed=0, n_neighbors=10).coords, u.coords)
+    assert not np.allclose(embed(x, "umap", seed=1, n_neighbors=10).coords, u.coords)
+    # three well-separated blobs stay separated in 2-D: every point's 2-D neighbours are from its blob
+    blob = meta["slide_id"].to_numpy()
+    knn = KNeighborsClassifier(n_neighbors=5).fit(u.coords, blob)
+    assert (knn.predict(u.coords) == blob).all() and silhouette_score(u.coords, blob) > 0.5
 
 
 def test_figure2_panels_hover_thumbnails_and_files(tmp_path: Path) -> None:

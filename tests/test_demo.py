@@ -46,7 +46,13 @@ def test_smoke_demo_writes_offline_report(smoke_inputs: dict) -> None:
         assert (index.parent / src).exists(), f"report links a missing file: {src}"
     for js in re.findall(r'iframe src="([^"]+)"', html):
         assert (index.parent / js).parent.joinpath("plotly.min.js").exists(), js
-    assert "k-NN slide purity" in html and "[" in html  # metrics with intervals
+    # every collapse metric the stage computed is shown with its 95 % interval, as "value [low, high]"
+    import pandas as pd
+
+    metrics = pd.read_csv(json.loads((out / "stages" / "collapse.json").read_text())["metrics_csv"])
+    assert len(metrics) >= 3 and "k-NN slide purity" in html
+    for r in metrics.itertuples():
+        assert f"{r.value:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}]" in html, (r.features, r.metric)
     assert "EXAONEPath" in html and "0.861" in html  # Table 1's published row
     stages = {p.stem for p in (out / "stages").glob("*.json")}
     assert stages == {"synth", "tile", "normalize", "train_raw", "train_macenko", "collapse", "probe", "table"}

@@ -121,3 +121,28 @@ def test_a_listed_command_that_is_missing_is_an_error(monkeypatch) -> None:
     monkeypatch.setattr(cli, "COMMANDS", [*cli.COMMANDS, "no_such_command"])
     with pytest.raises(ImportError, match=r"'no_such_command'.*commands/no_such_command\.py is missing"):
         cli.build_parser()
+
+
+# ----------------------------------------------------------------------------- atomic writes
+def test_artifacts_are_written_through_a_temporary_name() -> None:
+    """io.py's promise: every artifact goes to a temp name, then is renamed (``atomic_path``).
+
+    A direct ``fig.write_html(path)``, ``df.to_csv(path)``, ``path.write_text(...)``,
+    ``plt.savefig(path)`` or ``open(path, "w")`` leaves a half-written file when a job is killed;
+    inside ``with atomic_path(path) as tmp`` the target is ``tmp`` (or a download's ``.part``).
+    """
+    writers = {"write_html", "to_csv", "write_text", "write_bytes", "savefig", "imwrite", "to_parquet"}
+    direct = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).as_posix()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call) or not node.args:
+                continue  # e.g. df.to_csv(index=False) returns the text
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            mode = node.args[1] if len(node.args) > 1 else next((k.value for k in node.keywords if k.arg == "mode"), None)
+            writes = name in writers or (name == "open" and isinstance(mode, ast.Constant) and "w" in str(mode.value))
+            target = ast.unparse(node.args[0]) if name != "write_text" or not isinstance(node.func, ast.Attribute) \
+                else ast.unparse(node.func.value)
+            if writes and not any(t in target.lower() for t in ("tmp", "part")):
+                direct.append(f"{rel}:{node.lineno}: {ast.unparse(node)[:100]}")
+    assert not direct, "write these through exaonepath_lab.io.atomic_path:\n" + "\n".join(direct)
