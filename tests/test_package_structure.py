@@ -161,3 +161,62 @@ def test_the_demo_duration_is_stated_the_same_everywhere() -> None:
     stated = {where: re.findall(r"~\d+(?:-\d+)? min", text) for where, text in
               {"README.md": readme_line, "Makefile": make_line, "DemoConfig": DemoConfig.__doc__ or ""}.items()}
     assert all(len(v) == 1 for v in stated.values()) and len({v[0] for v in stated.values()}) == 1, stated
+
+
+# ----------------------------------------------------------------------------- signatures (scanpy's convention)
+MAX_POSITIONAL = 3
+
+#: Public functions with more positional parameters, in other helpers' files or called positionally
+#: from them; each entry goes when that work lands.
+POSITIONAL_BEING_FIXED = {
+    "analysis/collapse.py::lisi_weights",  # H5 (analysis/)
+    "analysis/collapse.py::lisi_per_point",  # H5: dead code, removed
+    "analysis/embeddings.py::embed",  # H5 (analysis/)
+    "analysis/figure2.py::Figure2.save",  # H5: figure2 split
+    "analysis/sampling.py::sample_patches",  # H5 (analysis/)
+    "demo.py::stage_train",  # H5 (demo.py)
+    "demo.py::stage_collapse",  # H5 (demo.py collapse stage)
+    "demo.py::stage_probe",  # H5 (demo.py)
+    "pretrain/monitor.py::CollapseMonitor.update",  # called positionally by pretrain/trainer.py (H4's split)
+    "pretrain/schedules.py::teacher_temp_schedule",  # H2 edits its parameters (teacher-temperature warm-up)
+    "stain/estimate.py::masked_percentiles",  # called positionally by notebook 02 (H7's thinning)
+    "stain/estimate.py::od_transform",  # called positionally by notebook 02 (H7's thinning)
+    "tiling/grid.py::tissue_patches",  # called positionally by notebook 01 and benchmarks/bench_tiling.py
+    "tiling/overlay.py::mask_overlay",  # called positionally by notebook 01
+}
+
+
+def _public_signatures() -> dict[str, ast.arguments]:
+    """Module-level functions and methods of classes in public modules, by ``path::[Class.]name``."""
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).as_posix()
+        if any(part.startswith("_") and part != "__init__.py" for part in rel.split("/")):
+            continue
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"):
+                out[f"{rel}::{node.name}"] = node.args
+            elif isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                for m in node.body:
+                    if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef)) and (
+                            not m.name.startswith("_") or m.name == "__init__"):
+                        out[f"{rel}::{node.name}.{m.name}"] = m.args
+    return out
+
+
+def _n_positional(args: ast.arguments, *, method: bool) -> int:
+    names = [a.arg for a in args.posonlyargs + args.args]
+    if method and names and names[0] in ("self", "cls"):
+        names = names[1:]
+    return len(names)
+
+
+def test_public_functions_take_data_first_and_options_by_keyword() -> None:
+    sigs = _public_signatures()
+    assert len(sigs) > 200  # the scan sees the package
+    counts = {w: _n_positional(a, method="." in w.split("::")[1]) for w, a in sigs.items()}
+    bad = {w: n for w, n in counts.items() if n > MAX_POSITIONAL and w not in POSITIONAL_BEING_FIXED}
+    assert not bad, (f"public functions with more than {MAX_POSITIONAL} positional parameters (make the options "
+                     "keyword-only with `*`): " + ", ".join(f"{w} ({n})" for w, n in sorted(bad.items())))
+    stale = {w for w in POSITIONAL_BEING_FIXED if counts.get(w, 0) <= MAX_POSITIONAL}
+    assert not stale, f"fixed already (or gone): remove {sorted(stale)} from POSITIONAL_BEING_FIXED"

@@ -38,7 +38,7 @@ def _say(msg: str, progress: bool) -> None:
         print(f"[extract] {msg}", file=sys.stderr)
 
 
-def make_key(encoder: Any, pre: Preprocessing, normalizer: Any, meta: Any) -> dict[str, Any]:
+def make_key(encoder: Any, pre: Preprocessing, *, normalizer: Any, meta: Any) -> dict[str, Any]:
     """The cache key: encoder identity, preprocessing, normalizer identity, patch-list hash."""
     key = {
         "encoder": encoder.identity(),
@@ -93,7 +93,7 @@ def extract_features(
         encoder.model.to(device)
         encoder.device = torch.device(device)
     pre = Preprocessing.for_encoder(encoder, resize=resize, crop=crop)
-    key = make_key(encoder, pre, normalizer, meta)
+    key = make_key(encoder, pre, normalizer=normalizer, meta=meta)
     cached, status_note = _check_cache(cache_path, key, recompute=recompute, progress=progress)
     if cached is not None:
         return cached

@@ -251,7 +251,7 @@ class MultiCropAugment:
             x = ops[op](x, factors[op])
         return x
 
-    def augment_view(self, images: torch.Tensor, sizes: torch.Tensor, view: ViewSpec,
+    def augment_view(self, images: torch.Tensor, sizes: torch.Tensor, view: ViewSpec, *,
                      generator: torch.Generator | None = None) -> torch.Tensor:
         """One view for the whole batch: ``(B, 3, H, W)`` float [0, 1] -> ``(B, 3, s, s)`` normalised."""
         b = images.shape[0]
@@ -283,4 +283,4 @@ class MultiCropAugment:
         x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
         if sizes is None:
             sizes = torch.tensor([[x.shape[2], x.shape[3]]] * x.shape[0])
-        return [self.augment_view(x, sizes, v, generator) for v in self.views]
+        return [self.augment_view(x, sizes, v, generator=generator) for v in self.views]

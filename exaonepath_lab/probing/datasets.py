@@ -96,7 +96,7 @@ def assign_splits(spec: DatasetSpec, items: pd.DataFrame, root: Path, *, seed: i
                                       sub["label"].to_numpy(), val_fraction=spec.val_fraction, seed=seed)
     where = Path(split_dir) if split_dir is not None else Path(root) / "splits"
     mask = load_or_create_split(sub["relpath"].to_numpy(), make,
-                                path=split_file_path(where, spec.name, seed, spec.val_fraction), rule=rule)
+                                path=split_file_path(where, spec.name, seed=seed, val_fraction=spec.val_fraction), rule=rule)
     split[tv] = np.where(mask, "val", "train")
     return split
 

@@ -73,7 +73,7 @@ def group_val_mask(keys: np.ndarray, groups: np.ndarray, group_labels: np.ndarra
     return np.array([g in val_groups for g in groups])
 
 
-def split_file_path(split_dir: Path, dataset: str, seed: int, val_fraction: float) -> Path:
+def split_file_path(split_dir: Path, dataset: str, *, seed: int, val_fraction: float) -> Path:
     return Path(split_dir) / f"{dataset}_split_seed{seed}_val{val_fraction:g}.csv"
 
 

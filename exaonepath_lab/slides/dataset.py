@@ -90,7 +90,7 @@ class SlidePatchDataset(ItemDataset):
         self._slides = {}
 
     # -- reading ---------------------------------------------------------------------
-    def read_patch(self, slide_path: str, x: int, y: int, patch_size: int, *, slide_id: str = "",
+    def read_patch(self, slide_path: str, x: int, y: int, *, patch_size: int, slide_id: str = "",
                    mpp: float = float("nan")) -> np.ndarray:
         """RGB uint8 (s, s, 3) of the level-0 square at (x, y) of side ``patch_size``;
         s = ``patch_size``, or ``out_px`` when set."""
@@ -114,7 +114,7 @@ class SlidePatchDataset(ItemDataset):
 
     def load_image(self, i: int) -> np.ndarray:
         r = self.meta.iloc[i]
-        return self.read_patch(r["slide_path"], int(r["x"]), int(r["y"]), int(r["patch_size"]),
+        return self.read_patch(r["slide_path"], int(r["x"]), int(r["y"]), patch_size=int(r["patch_size"]),
                                slide_id=str(r["slide_id"]), mpp=float(r["mpp"]))
 
 

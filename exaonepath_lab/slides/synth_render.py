@@ -87,7 +87,7 @@ class RenderedSlide:
 
 
 # --------------------------------------------------------------------------- fields
-def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], scale_um: float, cell_um: float = FINE_UM) -> np.ndarray:
+def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], scale_um: float, *, cell_um: float = FINE_UM) -> np.ndarray:
     """Gaussian random field of unit std on a grid of ``shape`` cells of ``cell_um`` µm,
     correlation length ≈ ``scale_um``. float32 (h, w)."""
     import cv2
@@ -130,8 +130,8 @@ def _tissue_mask(rng: np.random.Generator, shape: tuple[int, int], coverage: flo
         u = (dx * np.cos(a) + dy * np.sin(a)) / rx
         v = (-dx * np.sin(a) + dy * np.cos(a)) / ry
         score = np.maximum(score, 1.0 - (u * u + v * v))
-    score += (0.3 * smooth_noise(rng, (h, w), 350.0, cu) + 0.12 * smooth_noise(rng, (h, w), 70.0, cu)
-              + 0.06 * smooth_noise(rng, (h, w), 15.0, cu))
+    score += (0.3 * smooth_noise(rng, (h, w), 350.0, cell_um=cu) + 0.12 * smooth_noise(rng, (h, w), 70.0, cell_um=cu)
+              + 0.06 * smooth_noise(rng, (h, w), 15.0, cell_um=cu))
     border = np.minimum(np.minimum(yy * h, (1 - yy) * h), np.minimum(xx * w, (1 - xx) * w)) * cu
     margin = min(300.0, 0.2 * min(shape) * FINE_UM)  # small test slides keep room for tissue
     score -= 3.0 * np.clip(1.0 - border / margin, 0, 1) ** 2
@@ -291,7 +291,7 @@ def build_fine_fields(spec: SlideSpec, rng: np.random.Generator) -> dict[str, np
 
 
 # --------------------------------------------------------------------------- level-0 drawing
-def draw_nuclei(spec: SlideSpec, rng: np.random.Generator, f: dict[str, np.ndarray], layer: np.ndarray) -> dict[str, int]:
+def draw_nuclei(spec: SlideSpec, rng: np.random.Generator, f: dict[str, np.ndarray], *, layer: np.ndarray) -> dict[str, int]:
     """Draw every nucleus population into ``layer`` (H, W) uint8, value = OD × 100. Returns counts."""
     import cv2
 
@@ -330,7 +330,7 @@ def draw_nuclei(spec: SlideSpec, rng: np.random.Generator, f: dict[str, np.ndarr
     return counts
 
 
-def draw_fibres(spec: SlideSpec, rng: np.random.Generator, f: dict[str, np.ndarray], layer: np.ndarray) -> int:
+def draw_fibres(spec: SlideSpec, rng: np.random.Generator, f: dict[str, np.ndarray], *, layer: np.ndarray) -> int:
     """Draw wavy collagen fibres (polylines along the orientation field) into ``layer`` (H, W) uint8."""
     import cv2
 
@@ -466,9 +466,9 @@ def render_slide(spec: SlideSpec, *, strip_px: int = 256) -> RenderedSlide:
     # The order of the draws from ``rng`` is part of the slide's identity: keep it.
     f = build_fine_fields(spec, rng)
     nuc = np.zeros((H, W), dtype=np.uint8)
-    counts = draw_nuclei(spec, rng, f, nuc)
+    counts = draw_nuclei(spec, rng, f, layer=nuc)
     fib = np.zeros((H, W), dtype=np.uint8)
-    counts["fibres"] = draw_fibres(spec, rng, f, fib)
+    counts["fibres"] = draw_fibres(spec, rng, f, layer=fib)
     tex = _tiled_textures(spec, rng)
     up = _Upsampler(spec.mpp, W, strip_px)
     rgb = _stain_strips(spec, f, nuc, fib, tex, up)
