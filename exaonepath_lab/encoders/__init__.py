@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from .checkpoint import CheckpointMismatchError, LoadReport, hf_vit_to_timm, load_strict, load_weights_file, read_weight_file
 from .preprocess import Preprocessing
-from .registry import ENCODERS, Encoder, EncoderSpec, create_encoder, encoder_spec, list_encoders, random_like
+from .registry import (
+    ENCODERS,
+    Encoder,
+    EncoderSpec,
+    create_encoder,
+    encoder_spec,
+    list_encoders,
+    random_like,
+    register_encoder,
+)
 
 __all__ = [
     "ENCODERS",
@@ -23,6 +32,7 @@ __all__ = [
     "hf_vit_to_timm",
     "list_encoders",
     "random_like",
+    "register_encoder",
     "load_strict",
     "load_weights_file",
     "read_weight_file",
