@@ -220,3 +220,28 @@ def test_public_functions_take_data_first_and_options_by_keyword() -> None:
                      "keyword-only with `*`): " + ", ".join(f"{w} ({n})" for w, n in sorted(bad.items())))
     stale = {w for w in POSITIONAL_BEING_FIXED if counts.get(w, 0) <= MAX_POSITIONAL}
     assert not stale, f"fixed already (or gone): remove {sorted(stale)} from POSITIONAL_BEING_FIXED"
+
+
+# ----------------------------------------------------------------------------- the public face
+def test_the_public_face_is_short_lazy_and_resolves_to_the_home_objects() -> None:
+    import importlib
+    import os
+    import subprocess
+    import sys
+
+    assert len(exaonepath_lab.__all__) <= 40  # short: one name per step, the configs, the demo
+    for name in exaonepath_lab.__all__:
+        obj = getattr(exaonepath_lab, name)
+        if name != "__version__":
+            assert obj is getattr(importlib.import_module(exaonepath_lab._LAZY[name]), name), name
+    assert set(exaonepath_lab.__all__) <= set(dir(exaonepath_lab))
+    import pytest
+
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        exaonepath_lab.nope  # noqa: B018
+    # `import exaonepath_lab` stays cheap: no torch, numpy or pandas until a name is used
+    code = ("import sys, exaonepath_lab; heavy = [m for m in ('torch', 'numpy', 'pandas') if m in sys.modules]; "
+            "print(','.join(heavy))")
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE.parent)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.strip() == "", f"import exaonepath_lab loaded {out.strip()}"
