@@ -21,6 +21,7 @@ COMMANDS = [
     "extract",
     "collapse",
     "datasets",
+    "sample-data",
     "probe",
     "table",
     "demo",
@@ -39,12 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
-            mod = importlib.import_module(f"exaonepath_lab.commands.{name}")
+            mod = importlib.import_module(f"exaonepath_lab.commands.{name.replace('-', '_')}")
         except ModuleNotFoundError as e:
-            if e.name == f"exaonepath_lab.commands.{name}":
+            module = name.replace("-", "_")
+            if e.name == f"exaonepath_lab.commands.{module}":
                 # A listed command that is missing is a broken install, never a smaller CLI.
                 raise ImportError(f"exaonepath-lab: command {name!r} is listed in exaonepath_lab.cli.COMMANDS but "
-                                  f"exaonepath_lab/commands/{name}.py is missing; reinstall the package "
+                                  f"exaonepath_lab/commands/{module}.py is missing; reinstall the package "
                                   "(pip install -e .) or remove it from COMMANDS") from e
             raise
         mod.register(sub)

@@ -56,6 +56,17 @@ class ItemDataset(torch.utils.data.Dataset):
         return {"image": img, "index": int(i)}
 
 
+class FileItemDataset(ItemDataset):
+    """Items that are image files listed in a table (``meta.path``), e.g. a downstream dataset's patches."""
+
+    def __init__(self, meta: pd.DataFrame, transform: Callable[[np.ndarray], Any] | None = None) -> None:
+        self.meta = meta.reset_index(drop=True)
+        self.transform = transform
+
+    def load_image(self, i: int) -> np.ndarray:
+        return read_rgb(self.meta.at[i, "path"])
+
+
 class ImageFolderDataset(ItemDataset):
     """Images under ``root``; with ``labels_from_dirs`` the first sub-folder is the class.
 

@@ -21,6 +21,7 @@ class ProbeConfig(JobConfig):
     iterations: int = 12_500
     feature_norm: str = "none"  # none | standardize | l2
     init: str = "dino"  # dino (N(0, 0.01), bias 0) | torch (nn.Linear default)
+    lr_schedule: str = "constant"  # constant (the paper gives one lr) | cosine (DINO eval_linear, to 0)
     selection: str = "best_val"  # best_val | last
     eval_every: int = 500
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -30,6 +31,8 @@ class ProbeConfig(JobConfig):
             raise ValueError(f"feature_norm={self.feature_norm!r}: use 'none', 'standardize' or 'l2'")
         if self.init not in ("dino", "torch"):
             raise ValueError(f"init={self.init!r}: use 'dino' or 'torch'")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule={self.lr_schedule!r}: use 'constant' (paper) or 'cosine' (DINO eval_linear)")
         if self.selection not in ("best_val", "last"):
             raise ValueError(f"selection={self.selection!r}: use 'best_val' or 'last'")
         if self.iterations < 1 or self.batch_size < 1 or self.eval_every < 1:

@@ -9,6 +9,11 @@ the kit's choices, each a named :class:`ProbeConfig` field:
   (z-score with the *train* mean/std) and ``"l2"`` are available for encoders whose feature
   scale makes lr 0.1 unstable.
 - ``init="dino"``: weight ~ N(0, 0.01), bias 0 (DINO's ``LinearClassifier``).
+- ``lr_schedule="constant"``: the paper gives one lr (0.1) and no schedule, so the kit keeps
+  it constant for all 12,500 iterations. DINO's ``eval_linear`` anneals its lr on a cosine to
+  0 (``CosineAnnealingLR``, stepped per epoch); ``lr_schedule="cosine"`` does the same per
+  iteration (``lr_t = lr * (1 + cos(pi * t / iterations)) / 2``, t = 0 at the first step),
+  and ``table`` footnotes every row that used it.
 - Sampling: iterations walk through a seeded permutation of the train split, reshuffled at every
   epoch; the last partial batch of an epoch is kept (PyTorch's ``drop_last=False`` default), so
   every train item is seen once per epoch.
@@ -229,8 +234,11 @@ def _sgd(W: torch.Tensor, b: torch.Tensor, X: torch.Tensor, Y: torch.Tensor, *, 
                 buf_w.mul_(config.momentum).add_(gw)
                 buf_b.mul_(config.momentum).add_(gb)
             gw, gb = buf_w, buf_b
-        W.add_(gw, alpha=-config.lr)
-        b.add_(gb, alpha=-config.lr)
+        lr = config.lr
+        if config.lr_schedule == "cosine":  # torch's CosineAnnealingLR(T_max=iterations, eta_min=0)
+            lr = config.lr * 0.5 * (1.0 + math.cos(math.pi * (it - 1) / config.iterations))
+        W.add_(gw, alpha=-lr)
+        b.add_(gb, alpha=-lr)
         if on_eval is not None and (it % config.eval_every == 0 or it == config.iterations):
             on_eval(it)
 
