@@ -76,8 +76,6 @@ def run(args: argparse.Namespace) -> int:
 
     target = None
     if args.target:
-        from pathlib import Path
-
         from ..stain.target import resolve_target
 
         run_dir = Path(args.out) if args.input else (Path(args.tiles) / "stain" if args.tiles else None)

@@ -17,7 +17,8 @@ class StainConfig(JobConfig):
     """
 
     target: str | None = None
-    """Fitted target JSON (``StainTarget.save``); None: the reference HERef/maxCRef of Macenko/torchstain."""
+    """Target to map to: a fitted target JSON (``StainTarget.save``) or a target image (e.g. the authors' TCGA
+    PNG, fitted once and cached as ``stain_target.json``); None: the reference HERef/maxCRef of Macenko/torchstain."""
     fit_target: tuple[str, ...] = ()
     """Images whose pooled pixels the target is fitted on instead (the paper: a tissue-rich 4096² crop)."""
     save_target: str | None = None
