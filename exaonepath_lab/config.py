@@ -6,6 +6,7 @@ the room that runs it, exported by that room's package (and lazily by ``exaonepa
 - tile: ``tiling.config.TileConfig``, saved as ``TILE_DIR/tile_config.json``
 - normalize: ``stain.config.StainConfig``, saved as ``stain_config.json`` beside its outputs
 - train: ``pretrain.config.PretrainConfig``, saved as ``config.json`` beside the checkpoints
+- launch: ``pretrain.launch.config.LaunchConfig``, saved as ``launch_config.json`` beside the job files
 - extract: ``features.config.ExtractConfig``, saved as ``FEATURES.h5.config.json``
 - probe: ``probing.config.ProbeConfig``, saved as ``OUT/probe_config.json``
 - demo: :class:`DemoConfig` below (the demo is a top-level module), saved as ``OUT/demo_config.json``
