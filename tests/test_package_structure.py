@@ -181,7 +181,6 @@ POSITIONAL_BEING_FIXED = {
     "demo.py::stage_train",  # H5 (demo.py)
     "demo.py::stage_collapse",  # H5 (demo.py collapse stage)
     "demo.py::stage_probe",  # H5 (demo.py)
-    "pretrain/schedules.py::teacher_temp_schedule",  # H2 edits its parameters (teacher-temperature warm-up)
     "stain/estimate.py::masked_percentiles",  # called positionally by notebook 02 (H7's thinning)
     "stain/estimate.py::od_transform",  # called positionally by notebook 02 (H7's thinning)
     "tiling/grid.py::tissue_patches",  # called positionally by notebook 01 and benchmarks/bench_tiling.py
