@@ -21,14 +21,11 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from .analysis.summary import PANEL_A, PANEL_B, PANEL_C
 from .config import JobConfig
 from .io import write_json_atomic
 
 log = logging.getLogger(__name__)
-
-PANEL_A = "(a) raw-trained model, raw input"
-PANEL_B = "(b) raw-trained model, Macenko input"
-PANEL_C = "(c) Macenko-trained model, Macenko input"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +111,8 @@ def stage_key(cfg: DemoConfig, stage: str) -> dict[str, Any]:
         fields += ["probe_seeds", "probe_iterations"]
     d = cfg.to_dict()
     key = {f: d[f] for f in fields}
+    if stage == "collapse":
+        key["collapse_format"] = "exaonepath-lab/collapse-v2"  # metrics + paired differences + collapse.json
     if stage in ("train", "collapse", "probe", "table"):
         from .pretrain.presets import CPU_DEMO
 
@@ -223,7 +222,8 @@ def stage_train(cfg: DemoConfig, out: Path, tile_dir: str, normalize: bool) -> d
 def stage_collapse(cfg: DemoConfig, out: Path, tile_dir: str, ckpt_raw: str, ckpt_norm: str) -> dict[str, Any]:
     from .analysis import collapse_report
     from .encoders import create_encoder
-    from .pretrain.evaluate import knn_accuracy
+    from .io import atomic_path
+    from .probing.knn import knn_accuracy
     from .slides.dataset import TiledPatchDataset
     from .stain import MacenkoNormalizer
 
@@ -233,7 +233,7 @@ def stage_collapse(cfg: DemoConfig, out: Path, tile_dir: str, ckpt_raw: str, ckp
     enc_norm = create_encoder("kit-dino", checkpoint=ckpt_norm)
     panels = {PANEL_A: (enc_raw, None), PANEL_B: (enc_raw, mac), PANEL_C: (enc_norm, mac)}
     rep = collapse_report(ds, panels, out_dir=out / "collapse", n_slides=cfg.n_slides, per_slide=cfg.per_slide,
-                          seed=cfg.seed, n_boot=cfg.n_boot, include_plotlyjs="directory")
+                          seed=cfg.seed, n_boot=cfg.n_boot, include_plotlyjs="directory", progress=False)
     # Tissue classes: does training beat the random-init twin? (k-NN, folds never split a slide.)
     meta = rep.sample
     labels = meta["label"].to_numpy(np.int64)
@@ -245,9 +245,10 @@ def stage_collapse(cfg: DemoConfig, out: Path, tile_dir: str, ckpt_raw: str, ckp
         acc = knn_accuracy(np.asarray(x, dtype=np.float32), labels, groups=groups, k=10)
         knn_rows.append({"features": name, "tissue_knn_bacc": acc})
     knn = pd.DataFrame(knn_rows)
-    knn.to_csv(out / "collapse" / "tissue_knn.csv", index=False)
+    with atomic_path(out / "collapse" / "tissue_knn.csv") as tmp:
+        knn.to_csv(tmp, index=False)
     files = [str(p) for p in rep.paths.values()] + [str(out / "collapse" / "tissue_knn.csv")]
-    return {"metrics_csv": str(rep.paths.get("metrics", out / "collapse" / "metrics.csv")),
+    return {"metrics_csv": str(rep.paths["metrics"]), "differences_csv": str(rep.paths["differences"]),
             "paths": {k: str(v) for k, v in rep.paths.items()}, "tissue_knn": knn_rows, "files": files}
 
 
