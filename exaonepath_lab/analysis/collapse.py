@@ -182,11 +182,11 @@ def so_share_chance(slides: np.ndarray, labels: np.ndarray) -> float:
 
 def so_share_applicable(slides: np.ndarray, labels: np.ndarray | None) -> str:
     """'' when the SO share can be computed, else the reason it cannot (for the ``note`` column)."""
-    if labels is None:
-        return "no class labels (meta has no 'label' column)"
+    if labels is None or not (labels >= 0).any():
+        return "no class labels (needs a 'label' column with classes ≥ 0, e.g. extract --class-dirs)"
     m = labels >= 0
-    if m.sum() < 2 or len(np.unique(labels[m])) < 2:
-        return "needs ≥ 2 known classes (label ≥ 0); the input has none or one"
+    if len(np.unique(labels[m])) < 2:
+        return "only one class is labelled; needs ≥ 2 classes"
     t = pd.crosstab(slides[m], labels[m])
     if not ((t > 0).sum(axis=0) >= 2).any():
         return "no class occurs on ≥ 2 slides, so same-class-other-slide pairs cannot exist"
