@@ -233,7 +233,7 @@ def stage_collapse(cfg: DemoConfig, out: Path, tile_dir: str, ckpt_raw: str, ckp
     enc_norm = create_encoder("kit-dino", checkpoint=ckpt_norm)
     panels = {PANEL_A: (enc_raw, None), PANEL_B: (enc_raw, mac), PANEL_C: (enc_norm, mac)}
     rep = collapse_report(ds, panels, out_dir=out / "collapse", n_slides=cfg.n_slides, per_slide=cfg.per_slide,
-                          seed=cfg.seed, n_boot=cfg.n_boot, include_plotlyjs="directory", progress=False)
+                          seed=cfg.seed, n_boot=cfg.n_boot, include_plotlyjs="directory")
     # Tissue classes: does training beat the random-init twin? (k-NN, folds never split a slide.)
     meta = rep.sample
     labels = meta["label"].to_numpy(np.int64)

@@ -394,14 +394,11 @@ def normalizer_from_key(key: Mapping[str, Any], *, backend: str = "auto") -> Any
                              pixel_stride=c["pixel_stride"], backend=backend)
 
 
-def random_twin_from_key(key: Mapping[str, Any], *, seed: int = 0, config: Mapping[str, Any] | None = None) -> Any:
-    """The random-init twin of the encoder a feature cache was made with (same architecture and preprocessing).
-
-    Built from the architecture recorded in the key (so a ``kit-dino`` checkpoint's twin needs no
-    checkpoint file); when that description cannot be rebuilt (class-valued timm arguments), from the
-    extraction's ``config.json`` (encoder, checkpoint, encoder keywords) via ``random_like``.
-    """
-    from ..encoders import create_encoder, random_like
+def random_twin_from_key(key: Mapping[str, Any], *, seed: int = 0) -> Any:
+    """The seeded random-init twin of the encoder a feature cache was made with (same architecture and
+    preprocessing), built from the architecture recorded in the cache key — so the twin of a ``kit-dino``
+    checkpoint needs no checkpoint file. Same weights as ``encoders.random_like`` of that encoder."""
+    from ..encoders import create_encoder
 
     e = key["encoder"]
     arch = e["arch"]
@@ -410,17 +407,9 @@ def random_twin_from_key(key: Mapping[str, Any], *, seed: int = 0, config: Mappi
     try:
         return create_encoder(f"random:{arch['timm_name']}", seed=seed, **arch["timm_kwargs"], **pre)
     except (TypeError, ValueError, KeyError, RuntimeError) as err:
-        if not config or not config.get("encoder"):
-            raise ValueError(f"cannot rebuild {arch['timm_name']} from the feature key ({err}) and no "
-                             "FEATURES.h5.config.json names the encoder; drop --baselines random") from err
-        kw: dict[str, Any] = {}
-        for item in config.get("encoder_kw") or ():
-            k_, v = item.split("=", 1)
-            try:
-                kw[k_] = json.loads(v)
-            except json.JSONDecodeError:
-                kw[k_] = v
-        return random_like(create_encoder(config["encoder"], checkpoint=config.get("checkpoint"), **kw), seed=seed)
+        raise ValueError(f"cannot rebuild {arch['timm_name']} with {arch['timm_kwargs']} from the feature file's key "
+                         f"({err}); run `exaonepath-lab audit` with the encoder itself, or drop 'random' from "
+                         "--baselines") from err
 
 
 def collapse_from_features(
@@ -488,7 +477,7 @@ def collapse_from_features(
             inputs[n] = normalizer
             if "random" not in baselines:
                 continue
-            twin = random_twin_from_key(sets[n].key, seed=seed, config=cfg)
+            twin = random_twin_from_key(sets[n].key, seed=seed)
             name = f"random-init {twin.spec.timm_name} ({_norm_label(normalizer)})"
             if name in refs:
                 continue

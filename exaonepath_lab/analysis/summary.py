@@ -56,7 +56,7 @@ def metric_notes(metrics: pd.DataFrame) -> list[str]:
     """'metric: reason' for every metric reported as n/a (once per metric and reason)."""
     if "note" not in metrics.columns:
         return []
-    notes = metrics[metrics["note"].fillna("").astype(str) != ""]
+    notes = metrics[metrics["note"].map(lambda v: isinstance(v, str) and v != "")]
     return [f"{metric_header(m)}: n/a — {n}" for (m, n), _ in notes.groupby(["metric", "note"], sort=False)]
 
 

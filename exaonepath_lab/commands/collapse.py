@@ -68,11 +68,12 @@ def print_summary(rep: Any) -> None:
     import pandas as pd
 
     from ..analysis import differences_table, metrics_table
+    from ..analysis.summary import metric_notes
 
     with pd.option_context("display.width", 200, "display.max_columns", 12, "display.max_colwidth", 60):
         print(metrics_table(rep.metrics).to_string(index=False))
-        for r in rep.metrics[rep.metrics["note"].fillna("") != ""].drop_duplicates(["metric", "note"]).itertuples():
-            print(f"  {r.metric}: n/a — {r.note}")
+        for note in metric_notes(rep.metrics):
+            print(f"  {note}")
         if len(rep.differences):
             print("paired differences a − b [95% CI over the same resampled slides]:")
             print(differences_table(rep.differences).to_string(index=False))
