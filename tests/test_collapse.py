@@ -191,3 +191,69 @@ def test_paired_differences_use_the_same_slides_for_both_sets() -> None:
     assert d.loc["so_share", "note"] != ""  # no labels: n/a, with the reason
     with pytest.raises(ValueError, match="same patches"):
         C.paired_differences(strong, C.collapse_scores(noise[:100], meta[:100], k=5), n_boot=5)
+
+
+# ----------------------------------------------------------------------------- the one k-NN, the one twin
+def test_knn_accuracy_is_dinos_weighted_vote_with_slide_grouped_folds() -> None:
+    from sklearn.model_selection import GroupKFold
+
+    from exaonepath_lab.probing.knn import knn_accuracy
+
+    rng = np.random.default_rng(7)
+    y = np.repeat(np.arange(3), 40)
+    groups = np.tile(np.repeat(np.arange(4), 10), 3).astype(str)
+    x = rng.normal(size=(120, 8)) + 1.5 * np.eye(8)[y]
+    got = knn_accuracy(x, y, groups=groups, k=7, temperature=0.07)
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    accs = []  # brute force: cosine top-k, votes exp(s / T), per-class recall
+    for tr, te in GroupKFold(n_splits=4).split(x, y, groups):
+        s = xn[te] @ xn[tr].T
+        top = np.argsort(-s, axis=1)[:, :7]
+        votes = np.zeros((len(te), 3))
+        for i in range(len(te)):
+            np.add.at(votes[i], y[tr][top[i]], np.exp(s[i, top[i]] / 0.07))
+        pred = votes.argmax(1)
+        accs.append(np.mean([np.mean(pred[y[te] == c] == c) for c in np.unique(y[te])]))
+    assert got == pytest.approx(np.mean(accs))
+    with pytest.raises(ValueError, match="2 classes"):
+        knn_accuracy(x, np.zeros(120, dtype=int))
+
+
+def test_twin_builder_leaves_global_rng_alone_and_matches_random_like(tmp_path) -> None:
+    import torch
+
+    from exaonepath_lab.encoders import create_encoder, random_like
+    from exaonepath_lab.models import CHECKPOINT_FORMAT, build_backbone
+    from exaonepath_lab.probing.learning import teacher_and_random_twin
+
+    kw = {"img_size": 32, "patch_size": 16, "depth": 1}
+    net = build_backbone("vit_tiny_patch16_224", **kw)
+    ck = tmp_path / "ck.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "model": {"timm_name": "vit_tiny_patch16_224", "timm_kwargs": kw},
+                "teacher_backbone": net.state_dict()}, ck)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    teacher, twin = teacher_and_random_twin(str(ck), seed=3)
+    assert torch.equal(before, torch.get_rng_state())  # the caller's RNG is untouched
+    ref = random_like(create_encoder("kit-dino", checkpoint=str(ck)), seed=3).model
+    for (n, a), (_, b) in zip(twin.state_dict().items(), ref.state_dict().items()):
+        assert torch.equal(a, b), n
+    assert torch.equal(teacher.state_dict()["cls_token"], net.state_dict()["cls_token"])
+
+
+def test_learning_check_inputs_follow_the_runs_stain_target(tmp_path, real_he) -> None:
+    from exaonepath_lab.datasets import read_rgb
+    from exaonepath_lab.pretrain.presets import get_preset
+    from exaonepath_lab.probing.learning import eval_inputs
+    from exaonepath_lab.stain import MacenkoNormalizer
+    from exaonepath_lab.stain.target import StainTarget
+
+    target = StainTarget.fit(read_rgb(real_he / "stain_refs" / "torchstain_target.png"))
+    path = target.save(tmp_path / "target.json")
+    img = read_rgb(real_he / "stain_refs" / "tiatoolbox_target_image.png")
+    imgs = np.stack([img[:64, :64], img[64:128, 64:128]])
+    cfg = get_preset("cpu-demo", normalize=True, stain_target=str(path), out_dir=str(tmp_path))
+    got = eval_inputs(cfg, imgs)
+    np.testing.assert_array_equal(got, np.asarray(MacenkoNormalizer(StainTarget.load(path)).normalize(imgs).images))
+    assert not np.array_equal(got, eval_inputs(cfg.replace(stain_target=None), imgs))  # the target matters
+    assert eval_inputs(cfg.replace(normalize=False), imgs) is imgs

@@ -178,7 +178,9 @@ def figure2(
     all_thumbs, offsets = _shared_thumbnails(titles, metas, thumbnails)
     label = METHOD_LABELS.get(method, method)
 
-    fig = make_subplots(rows=1, cols=len(titles), subplot_titles=titles, horizontal_spacing=0.04)
+    # Long titles wrap at their commas so neighbouring panels' titles do not overlap.
+    shown = [t.replace(", ", ",<br>") if len(t) > 32 else t for t in titles]
+    fig = make_subplots(rows=1, cols=len(titles), subplot_titles=shown, horizontal_spacing=0.04)
     for j, t in enumerate(titles, start=1):
         m = metas[t]
         groups = m[color_by].astype(str).to_numpy()
@@ -205,7 +207,7 @@ def figure2(
     height = max(480, 200 + 21 * min(len(all_groups), 20))
     fig.update_layout(height=height, width=max(420 * len(titles), 600), template="plotly_white",
                       legend_title_text=color_by, legend={"font": {"size": 11}, "tracegroupgap": 0},
-                      margin={"b": 140}, title_text=f"{label} of features coloured by {color_by}")
+                      margin={"b": 140, "t": 110}, title_text=f"{label} of features coloured by {color_by}")
     mfig = _figure2_png(titles, coords, metas, captions, all_groups, colours, color_by)
     params = {"method": method, "perplexity": perplexity, "seed": seed, "color_by": color_by, "panels": titles}
     return Figure2(fig, mfig, coords, metrics, params, all_thumbs)

@@ -275,8 +275,8 @@ def collapse_report(
         feats[title] = extract_features(enc, sub, normalizer=normalizer, batch_size=batch_size, resize=resize,
                                         crop=crop, cache_path=out / "features" / f"{slug(title)}.h5", progress=progress)
         inputs[title] = normalizer
-        if "random" in baselines:
-            twins.append((enc, normalizer, _norm_label(normalizer)))
+        if "random" in baselines and getattr(enc, "checkpoint_sha256", None) != f"random-seed-{seed}":
+            twins.append((enc, normalizer, _norm_label(normalizer)))  # (a random-init panel is its own twin)
     refs: dict[str, Any] = {}
     seen: set[str] = set()
     for enc, normalizer, label in twins:

@@ -23,10 +23,26 @@ def teacher_and_random_twin(checkpoint: str, *, seed: int = 0) -> tuple[nn.Modul
     Both come from :mod:`exaonepath_lab.encoders` (strict loading; the twin via ``random_like``, seeded
     in a forked RNG so the caller's ``torch`` random state is unchanged).
     """
+    import torch
+
     from ..encoders import create_encoder, random_like
 
-    enc = create_encoder("kit-dino", checkpoint=str(checkpoint))
+    with torch.random.fork_rng(devices=[]):  # building the teacher's module draws init weights before loading
+        enc = create_encoder("kit-dino", checkpoint=str(checkpoint))
     return enc.model.eval(), random_like(enc, seed=seed).model.eval()
+
+
+def eval_inputs(config: Any, images: np.ndarray) -> np.ndarray:
+    """The evaluation images as the run saw them: Macenko-normalised to ``config.stain_target`` (the
+    default target when None) with ``config.stain_policy`` when ``config.normalize``, else unchanged."""
+    if not config.normalize:
+        return images
+    from ..stain import MacenkoNormalizer
+    from ..stain.target import StainTarget
+
+    target = StainTarget.load(config.stain_target) if config.stain_target else None
+    norm = MacenkoNormalizer(target, policy=config.stain_policy)
+    return np.concatenate([np.asarray(norm.normalize(images[i:i + 256]).images) for i in range(0, len(images), 256)])
 
 
 def learning_check(
@@ -56,15 +72,7 @@ def learning_check(
     t0 = time.perf_counter()
     res = train(config, dataset, resume=False, progress=progress)
     seconds = time.perf_counter() - t0
-    imgs = eval_images
-    if config.normalize:
-        from ..stain import MacenkoNormalizer
-        from ..stain.target import StainTarget
-
-        target = StainTarget.load(config.stain_target) if getattr(config, "stain_target", None) else None
-        norm = MacenkoNormalizer(target, policy=getattr(config, "stain_policy", "passthrough"))
-        imgs = np.concatenate([np.asarray(norm.normalize(eval_images[i:i + 256]).images)
-                               for i in range(0, len(eval_images), 256)])
+    imgs = eval_inputs(config, eval_images)
     teacher, twin = teacher_and_random_twin(str(res.checkpoint), seed=config.seed)
     acc = {}
     for name, model in (("trained", teacher), ("random", twin)):
