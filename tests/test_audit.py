@@ -101,9 +101,10 @@ def test_audit_image_folder_end_to_end_and_resume(cohort: dict[str, Path], capsy
 
 
 def test_audit_checks_inputs_before_work(cohort: dict[str, Path], tmp_path: Path, capsys) -> None:
-    from exaonepath_lab.commands.audit import input_kind
+    from exaonepath_lab.analysis.inputs import input_kind
 
     assert input_kind(cohort["images"]) == "images"
+
     rc = main(["audit", str(cohort["images"]), "--out", str(tmp_path / "o"), "--encoder", "kit-dino", *ARGS,
                "--min-per-slide", "40"])
     assert rc == 1
@@ -115,3 +116,19 @@ def test_audit_checks_inputs_before_work(cohort: dict[str, Path], tmp_path: Path
     err = capsys.readouterr().err
     assert "only 0 slide(s) have ≥ 40 patches" in err and "lower --min-per-slide" in err
     assert not (tmp_path / "o" / "features").exists()  # nothing computed
+
+
+def test_input_kinds_on_real_files(real_he: Path) -> None:
+    """Real SVS files are WSIs; a folder of whole H&E images (incl. a single-level OME-TIFF) is images, each
+    image one slide cut into tissue patches."""
+    from exaonepath_lab.analysis.inputs import image_dataset, input_kind
+
+    assert input_kind(real_he / "wsi") == "wsi"
+    assert input_kind(real_he / "stain_refs") == "images"
+    ds = image_dataset(real_he / "stain_refs", patch_px=128)
+    assert "instanseg_HE_example.ome" in set(ds.meta["slide_id"]) and (ds.meta["patch_size"] == 128).all()
+    assert ds[0]["image"].shape == (128, 128, 3)
+    mixed = image_dataset(real_he / "multi_source" / "mopadi", patch_px=64)  # tile folders + one loose tile
+    counts = mixed.meta["slide_id"].value_counts()
+    assert counts["TCGA-3X-AAVA-01Z-00-DX1"] == 6 and counts["TCGA-AD-6964-01Z-00-DX1"] == 3
+    assert mixed[len(mixed) - 1]["image"].shape == (64, 64, 3)

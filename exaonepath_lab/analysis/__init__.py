@@ -27,6 +27,7 @@ from .colour_features import colour_features, colour_features_dataset
 from .embeddings import Embedding, embed
 from .figure2 import Figure2, embed_panels, figure2, thumbnail_uri
 from .gallery import gallery_html, neighbour_gallery
+from .inputs import open_patches
 from .pipeline import (
     CollapseReport,
     SamplePlan,
@@ -65,6 +66,7 @@ __all__ = [
     "metrics_table",
     "metrics_wide",
     "neighbour_gallery",
+    "open_patches",
     "paired_differences",
     "plan_sample",
     "sample_patches",
