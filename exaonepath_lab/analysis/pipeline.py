@@ -193,6 +193,11 @@ def _norm_label(normalizer: Any) -> str:
     return "raw" if normalizer is None else type(normalizer).__name__.replace("Normalizer", "").lower() or "normalized"
 
 
+def _check_color_by(meta: pd.DataFrame, color_by: str) -> None:
+    if color_by not in meta.columns:
+        raise ValueError(f"color_by={color_by!r} is not a column of the patch table ({list(meta.columns)})")
+
+
 def _check_baselines(baselines: Sequence[str]) -> tuple[str, ...]:
     bad = sorted(set(baselines) - set(BASELINES))
     if bad:
@@ -237,6 +242,7 @@ def collapse_report(
     resize: bool = True,
     crop: bool = True,
     thumbnails: bool = True,
+    color_by: str = "slide_id",
     progress: bool = True,
     include_plotlyjs: bool | str = True,
     n_jobs: int = 2,
@@ -263,6 +269,7 @@ def collapse_report(
     out = Path(out_dir)
     plan = plan_sample(dataset.meta, n_slides=n_slides, per_slide=per_slide, min_per_slide=min_per_slide, k=k,
                        seed=seed)
+    _check_color_by(dataset.meta, color_by)
     _say(plan.describe(), progress)
     out.mkdir(parents=True, exist_ok=True)
     sub = SubsetDataset(dataset, plan.indices)
@@ -290,7 +297,7 @@ def collapse_report(
                                       progress=progress)
     settings = {"n_slides": n_slides, "per_slide": per_slide, "min_per_slide": plan.min_per_slide, "seed": seed,
                 "method": method, "perplexity": perplexity, "lisi_perplexity": lisi_perplexity, "k": k,
-                "n_boot": n_boot, "baselines": list(baselines), "resize": resize, "crop": crop}
+                "n_boot": n_boot, "baselines": list(baselines), "resize": resize, "crop": crop, "color_by": color_by}
     return _analyse(sub, feats, inputs, refs, out=out, input_labels={t: _norm_label(n) for t, n in inputs.items()},
                     plan=plan, settings=settings, pairs=pairs, thumbnails=thumbnails, progress=progress,
                     include_plotlyjs=include_plotlyjs, n_jobs=n_jobs, batch_size=batch_size)
@@ -347,7 +354,7 @@ def _analyse(sub: Any, feats: dict[str, Any], inputs: Mapping[str, Any], refs: d
         except (OSError, ValueError, KeyError) as e:  # sources moved since extraction: the figure still works
             print(f"[collapse] no hover thumbnails: the patches could not be read again ({e})", file=sys.stderr)
     fig = figure2(coords, meta, metrics=metrics, method=settings["method"], perplexity=settings["perplexity"],
-                  seed=seed, thumbnails=thumbs)
+                  seed=seed, thumbnails=thumbs, color_by=settings["color_by"])
     paths = fig.save(out, include_plotlyjs=include_plotlyjs)
     with atomic_path(out / "embeddings.npz") as tmp, open(tmp, "wb") as fh:
         np.savez(fh, titles=np.array(panels), **{slug(t): c for t, c in coords.items()})
@@ -428,6 +435,7 @@ def collapse_from_features(
     baselines: Sequence[str] = (),
     pairs: Sequence[tuple[str, str]] | None = None,
     thumbnails: bool = True,
+    color_by: str = "slide_id",
     progress: bool = True,
     include_plotlyjs: bool | str = True,
     n_jobs: int = 2,
@@ -448,6 +456,7 @@ def collapse_from_features(
     first = sets[names[0]]
     plan = plan_sample(first.meta, n_slides=n_slides, per_slide=per_slide, min_per_slide=min_per_slide, k=k,
                        seed=seed)
+    _check_color_by(first.meta, color_by)
     _say(plan.describe(), progress)
     want = _identity_keys(first.meta.iloc[plan.indices])
     feats: dict[str, Any] = {}
@@ -490,7 +499,7 @@ def collapse_from_features(
     out.mkdir(parents=True, exist_ok=True)
     settings = {"n_slides": n_slides, "per_slide": per_slide, "min_per_slide": plan.min_per_slide, "seed": seed,
                 "method": method, "perplexity": perplexity, "lisi_perplexity": lisi_perplexity, "k": k,
-                "n_boot": n_boot, "baselines": list(baselines),
+                "n_boot": n_boot, "baselines": list(baselines), "color_by": color_by,
                 "feature_files": {n: str(p) for n, p in feature_files.items()}}
     labels = {n: _key_input_label(sets[n].key) for n in names}
     return _analyse(sub, feats, inputs, refs, out=out, input_labels=labels, plan=plan, settings=settings, pairs=pairs,

@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         ds, panels, out_dir=out, n_slides=args.n_slides, per_slide=args.per_slide, min_per_slide=args.min_per_slide,
         seed=args.seed, method=args.method, perplexity=args.perplexity, lisi_perplexity=args.lisi_perplexity,
         k=args.k, n_boot=args.n_boot, baselines=baselines, batch_size=args.batch_size, resize=not args.no_resize,
-        crop=not args.no_resize, thumbnails=not args.no_thumbnails, progress=not args.quiet,
+        crop=not args.no_resize, thumbnails=not args.no_thumbnails, color_by=args.color_by, progress=not args.quiet,
         include_plotlyjs="directory", n_jobs=args.threads)
     titles = list(panels)
     # Two encoders given raw-trained first, Macenko-trained second: the paper's (a), (b), (c).

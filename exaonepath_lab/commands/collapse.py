@@ -48,6 +48,7 @@ def add_collapse_options(p: argparse.ArgumentParser) -> None:
                    help="slides with fewer patches are dropped before any compute, with the reason "
                    "(default k + 1: a slide can then fill a patch's neighbourhood)")
     p.add_argument("--seed", type=int, default=0, help="seed of sampling, embedding and bootstrap")
+    p.add_argument("--color-by", default="slide_id", help="meta column for colours (slide_id, class_name, label)")
     p.add_argument("--k", type=int, default=15,
                    help="neighbours for purity and the SO share (15: local, stable at ~1,000 patches per slide)")
     p.add_argument("--n-boot", type=int, default=200,
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         dict(zip(names, args.features)), out_dir=args.out, n_slides=args.n_slides, per_slide=args.per_slide,
         min_per_slide=args.min_per_slide, seed=args.seed, method=args.method, perplexity=args.perplexity,
         lisi_perplexity=args.lisi_perplexity, k=args.k, n_boot=args.n_boot, baselines=parse_baselines(args.baselines),
-        thumbnails=not args.no_thumbnails, include_plotlyjs=inc, n_jobs=args.threads)
+        thumbnails=not args.no_thumbnails, color_by=args.color_by, include_plotlyjs=inc, n_jobs=args.threads)
     print_summary(rep)
     if args.report:
         from ..report.audit_report import write_audit_report
