@@ -65,13 +65,16 @@ class PatchTableDataset:
     ``path`` are image files, cropped to ``x, y, patch_size`` when those columns are set.
     """
 
-    def __init__(self, meta: pd.DataFrame, *, out_px: int | None = None) -> None:
+    def __init__(self, meta: pd.DataFrame, *, out_px: int | None = None,
+                 mpp_overrides: Mapping[str, float] | None = None) -> None:
         self.meta = meta.reset_index(drop=True)
+        self.out_px = out_px
+        self.mpp_overrides = dict(mpp_overrides) if mpp_overrides else None
         self._slides = None
         if "slide_path" in self.meta.columns:
             from ..slides.dataset import PatchListDataset
 
-            self._slides = PatchListDataset(self.meta, out_px=out_px)
+            self._slides = PatchListDataset(self.meta, out_px=out_px, mpp_overrides=self.mpp_overrides)
         elif "path" not in self.meta.columns:
             raise ValueError(f"cannot read the patches again: the table has neither 'slide_path' nor 'path' "
                              f"(columns {list(self.meta.columns)})")
@@ -383,6 +386,15 @@ def _file_config(path: Path) -> dict[str, Any]:
     return json.loads(cfg.read_text()) if cfg.exists() else {}
 
 
+def _read_settings(key: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+    """How the cached patches were read (``out_px``, ``mpp_overrides``): from the key's dataset identity
+    (innermost dataset), else from the extraction's config.json."""
+    d = key.get("dataset") or {}
+    while isinstance(d.get("of"), dict):
+        d = d["of"]
+    return {"out_px": d.get("out_px", config.get("out_px")), "mpp_overrides": d.get("mpp_overrides")}
+
+
 def normalizer_from_key(key: Mapping[str, Any], *, backend: str = "auto") -> Any:
     """Rebuild the stain normalizer a feature cache was made with (None when it had none)."""
     ident = key.get("normalizer")
@@ -471,7 +483,7 @@ def collapse_from_features(
         feats[n] = sets[n].subset(pos[want.to_numpy()].to_numpy())
     cfg0 = _file_config(Path(feature_files[names[0]]))
     try:
-        sub: Any = PatchTableDataset(feats[names[0]].meta, out_px=cfg0.get("out_px"))
+        sub: Any = PatchTableDataset(feats[names[0]].meta, **_read_settings(sets[names[0]].key, cfg0))
     except ValueError:
         if baselines:
             raise
