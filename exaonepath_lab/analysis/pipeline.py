@@ -459,7 +459,7 @@ def collapse_from_features(
     all panels and reference rows see the same patches. Reference rows need the patches again:
     they are read from ``slide_path``/``path`` in the table, at the extraction's ``out_px``.
     """
-    from ..features import extract_features, load_features
+    from ..features import load_features
 
     baselines = _check_baselines(baselines)
     out = Path(out_dir)
@@ -470,17 +470,7 @@ def collapse_from_features(
                        seed=seed)
     _check_color_by(first.meta, color_by)
     _say(plan.describe(), progress)
-    want = _identity_keys(first.meta.iloc[plan.indices])
-    feats: dict[str, Any] = {}
-    for n in names:
-        pos = pd.Series(np.arange(len(sets[n].meta)), index=_identity_keys(sets[n].meta).to_numpy())
-        pos = pos[~pos.index.duplicated()]
-        miss = ~want.isin(pos.index)
-        if miss.any():
-            raise ValueError(f"{feature_files[n]}: {int(miss.sum())} sampled patch(es) of {feature_files[names[0]]} "
-                             "are not in it; panels must be features of the same patches (extract them from the "
-                             "same --tiles/--images)")
-        feats[n] = sets[n].subset(pos[want.to_numpy()].to_numpy())
+    feats = _same_patches(sets, feature_files, first.meta.iloc[plan.indices])
     cfg0 = _file_config(Path(feature_files[names[0]]))
     try:
         sub: Any = PatchTableDataset(feats[names[0]].meta, **_read_settings(sets[names[0]].key, cfg0))
@@ -492,22 +482,8 @@ def collapse_from_features(
     inputs: dict[str, Any] = {}
     refs: dict[str, Any] = {}
     if baselines:
-        for n in names:
-            cfg = _file_config(Path(feature_files[n]))
-            normalizer = normalizer_from_key(sets[n].key, backend=cfg.get("stain_backend", "auto"))
-            inputs[n] = normalizer
-            if "random" not in baselines:
-                continue
-            twin = random_twin_from_key(sets[n].key, seed=seed)
-            name = f"random-init {twin.spec.timm_name} ({_norm_label(normalizer)})"
-            if name in refs:
-                continue
-            prep = sets[n].key.get("preprocessing") or {}
-            _say(f"reference: {name}", progress)
-            refs[name] = extract_features(twin, sub, normalizer=normalizer, batch_size=batch_size,
-                                          resize=prep.get("resize_size") is not None,
-                                          crop=prep.get("crop_size") is not None,
-                                          cache_path=out / "features" / f"{slug(name)}.h5", progress=progress)
+        inputs, refs = _references_from_files(sets, feature_files, sub, baselines=baselines, out=out, seed=seed,
+                                              batch_size=batch_size, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
     settings = {"n_slides": n_slides, "per_slide": per_slide, "min_per_slide": plan.min_per_slide, "seed": seed,
                 "method": method, "perplexity": perplexity, "lisi_perplexity": lisi_perplexity, "k": k,
@@ -517,6 +493,47 @@ def collapse_from_features(
     return _analyse(sub, feats, inputs, refs, out=out, input_labels=labels, plan=plan, settings=settings, pairs=pairs,
                     thumbnails=thumbnails, progress=progress, include_plotlyjs=include_plotlyjs, n_jobs=n_jobs,
                     batch_size=batch_size)
+
+
+def _same_patches(sets: Mapping[str, Any], files: Mapping[str, Any], sample: pd.DataFrame) -> dict[str, Any]:
+    """Each file's feature set restricted to the ``sample`` rows (looked up by patch identity), in its order."""
+    want = _identity_keys(sample)
+    first = next(iter(files))
+    out: dict[str, Any] = {}
+    for n, fs in sets.items():
+        pos = pd.Series(np.arange(len(fs.meta)), index=_identity_keys(fs.meta).to_numpy())
+        pos = pos[~pos.index.duplicated()]
+        miss = ~want.isin(pos.index)
+        if miss.any():
+            raise ValueError(f"{files[n]}: {int(miss.sum())} sampled patch(es) of {files[first]} are not in it; "
+                             "panels must be features of the same patches (extract them from the same --tiles/--images)")
+        out[n] = fs.subset(pos[want.to_numpy()].to_numpy())
+    return out
+
+
+def _references_from_files(sets: Mapping[str, Any], files: Mapping[str, Any], sub: Any, *, baselines: Sequence[str],
+                           out: Path, seed: int, batch_size: int, progress: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Each file's stain normalizer (for the colour rows) and the random-init twins of its encoder on ``sub``."""
+    from ..features import extract_features
+
+    inputs: dict[str, Any] = {}
+    refs: dict[str, Any] = {}
+    for n, fs in sets.items():
+        cfg = _file_config(Path(files[n]))
+        normalizer = normalizer_from_key(fs.key, backend=cfg.get("stain_backend", "auto"))
+        inputs[n] = normalizer
+        if "random" not in baselines:
+            continue
+        twin = random_twin_from_key(fs.key, seed=seed)
+        name = f"random-init {twin.spec.timm_name} ({_norm_label(normalizer)})"
+        if name in refs:
+            continue
+        prep = fs.key.get("preprocessing") or {}
+        _say(f"reference: {name}", progress)
+        refs[name] = extract_features(twin, sub, normalizer=normalizer, batch_size=batch_size,
+                                      resize=prep.get("resize_size") is not None, crop=prep.get("crop_size") is not None,
+                                      cache_path=out / "features" / f"{slug(name)}.h5", progress=progress)
+    return inputs, refs
 
 
 def _key_input_label(key: Mapping[str, Any]) -> str:

@@ -81,12 +81,8 @@ def figure2_section(r: HtmlReport, s: Any, out: Path, *, metrics: pd.DataFrame, 
                 caption="paired differences a − b [95% CI]: the same resampled slides for both feature sets")
 
 
-def write_demo_report(out: Path, rec: dict[str, Any], cfg: Any) -> Path:
-    """Assemble ``out/index.html`` from the stage records ``rec`` (see :mod:`exaonepath_lab.demo`)."""
-    r = HtmlReport("exaonepath-lab demo: WSI-specific feature collapse and stain normalization",
-                   "EXAONEPath (LG AI Research, 2024) reproduced end to end on an embedded synthetic cohort "
-                   "(settings at the end).")
-
+def _data_sections(r: HtmlReport, out: Path, rec: dict[str, Any]) -> None:
+    """Cohort, Figure 3 (tiling), stain normalization and DINO training sections."""
     s = r.section("Cohort")
     syn = rec["synth"]
     r.text(s, f"{syn['n_slides']} synthetic whole-slide images (pyramidal TIFF, MPP {', '.join(map(str, syn['mpps']))} "
@@ -135,6 +131,15 @@ def write_demo_report(out: Path, rec: dict[str, Any], cfg: Any) -> Path:
         curves = Path(tr["run_dir"]) / "curves.png"
         if curves.exists():
             r.image(s, curves, f"training curves ({label})", base=out)
+
+
+def write_demo_report(out: Path, rec: dict[str, Any], cfg: Any) -> Path:
+    """Assemble ``out/index.html`` from the stage records ``rec`` (see :mod:`exaonepath_lab.demo`)."""
+    r = HtmlReport("exaonepath-lab demo: WSI-specific feature collapse and stain normalization",
+                   "EXAONEPath (LG AI Research, 2024) reproduced end to end on an embedded synthetic cohort "
+                   "(settings at the end).")
+
+    _data_sections(r, out, rec)
 
     s = r.section("Figure 2: WSI-specific feature collapse, measured")
     col = rec["collapse"]
