@@ -163,6 +163,9 @@ def plan_sample(
     notes = []
     if n_slides is not None and n_ok < n_slides:
         notes.append(f"asked for {n_slides} slides; only {n_ok} have ≥ {mps} patches, all of them are used")
+    if min(n_ok, n_slides or n_ok) < 5:
+        notes.append(f"{min(n_ok, n_slides or n_ok)} slides: the 95% intervals resample slides, and with fewer than 5 "
+                     "they are crude (few distinct resamples); read them as rough")
     idx = sample_patches(meta, n_slides=n_slides, per_slide=per_slide, seed=seed, slide_col=slide_col,
                          min_per_slide=mps)
     sampled = meta.iloc[idx][slide_col].astype(str).value_counts().sort_index()
