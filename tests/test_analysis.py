@@ -103,12 +103,10 @@ def test_figure2_panels_hover_thumbnails_and_files(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def small_real(real_he: Path) -> GridPatchDataset:
-    """Real H&E: 3 sources as 3 'slides', 12 tissue patches of 64 px each."""
-    refs = real_he / "stain_refs"
-    src = {n: [refs / f] for n, f in [("tiatoolbox", "tiatoolbox_target_image.png"),
-                                      ("amida13", "henorm_amida13_example1.png"),
-                                      ("instanseg", "instanseg_HE_example.ome.tif")]}
+def small_real(sample_he: dict[str, Path]) -> GridPatchDataset:
+    """Real H&E (fetched sample data): 3 sources as 3 'slides', 12 tissue patches of 64 px each."""
+    src = {n: [sample_he[f]] for n, f in [("tiatoolbox", "tiatoolbox-target.png"), ("stardist", "stardist-histo.jpg"),
+                                          ("cmu1", "cmu-small-region.svs")]}
     return GridPatchDataset(src, patch_px=64, max_per_slide=12, seed=0)
 
 

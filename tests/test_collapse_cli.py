@@ -16,11 +16,10 @@ ENC = ["--encoder", "random:vit_tiny_patch16_224", "--encoder-kw", "img_size=64"
 
 
 @pytest.fixture(scope="module")
-def image_folder(tmp_path_factory: pytest.TempPathFactory, real_he: Path) -> Path:
-    """FOLDER/<slide>/<i>.png: 8 real 64 px tissue patches from each of 3 sources."""
-    refs = real_he / "stain_refs"
-    ds = GridPatchDataset({"tia": [refs / "tiatoolbox_target_image.png"], "amida": [refs / "henorm_amida13_example2.png"],
-                           "stardist": [refs / "stardist_histo.jpg"]}, patch_px=64, max_per_slide=8, seed=0)
+def image_folder(tmp_path_factory: pytest.TempPathFactory, sample_he: dict[str, Path]) -> Path:
+    """FOLDER/<slide>/<i>.png: 8 real 64 px tissue patches from each of 3 sources (the fetched sample data)."""
+    ds = GridPatchDataset({"tia": [sample_he["tiatoolbox-target.png"]], "cmu": [sample_he["cmu-small-region.svs"]],
+                           "stardist": [sample_he["stardist-histo.jpg"]]}, patch_px=64, max_per_slide=8, seed=0)
     root = tmp_path_factory.mktemp("imgs")
     for i in range(len(ds)):
         d = root / ds.meta.at[i, "slide_id"]
@@ -38,7 +37,7 @@ def test_extract_then_collapse(tmp_path: Path, image_folder: Path, capsys: pytes
     assert "(reused)" in capsys.readouterr().out
     assert main([*base, "--out", str(norm), "--normalize", "--stain-backend", "torch"]) == 0
     fs = load_features(norm)
-    assert fs.features.shape == (24, 192) and set(fs.meta["slide_id"]) == {"tia", "amida", "stardist"}
+    assert fs.features.shape == (24, 192) and set(fs.meta["slide_id"]) == {"tia", "cmu", "stardist"}
     assert fs.key["normalizer"]["class"] == "MacenkoNormalizer" and (tmp_path / "norm.h5.config.json").exists()
 
     out = tmp_path / "collapse"
@@ -118,7 +117,7 @@ def test_extract_follows_symlinked_slide_folders(tmp_path: Path, image_folder: P
     out = tmp_path / "f.h5"
     assert main(["extract", *ENC, "--images", str(cohort), "--no-resize", "--quiet", "--out", str(out)]) == 0
     fs = load_features(out)
-    assert len(fs) == 24 and set(fs.meta["slide_id"]) == {"link_tia", "link_amida", "link_stardist"}
+    assert len(fs) == 24 and set(fs.meta["slide_id"]) == {"link_tia", "link_cmu", "link_stardist"}
 
 
 def test_collapse_reports_small_slides_before_any_compute(tmp_path: Path, image_folder: Path, capsys) -> None:

@@ -1,6 +1,7 @@
 """Real-data check: on real H&E from different labs, Macenko lowers slide purity of colour-sensitive features.
 
-Each source image (or tile folder of one TCGA slide) of ``../shared/data/real_he`` is one "slide";
+Each source image (or tile folder of one TCGA slide) of the wider real H&E set (fixture ``real_he``,
+``$EXAONEPATH_LAB_REAL_HE``) is one "slide";
 64 px tissue patches are cut from each. Colour statistics and a random-init tiny ViT see only
 the input, so their slide clustering is staining; normalization should remove much of it.
 The numbers are printed (run with ``-s``) and recorded in benchmarks/features.md.
@@ -21,10 +22,10 @@ from exaonepath_lab.features.patch_grid import GridPatchDataset
 torch.set_num_threads(2)
 
 
-def real_sources(real: Path) -> dict[str, list[Path]]:
-    src = {p.stem: [p] for p in sorted((real / "stain_refs").iterdir()) if p.is_file()}
-    src["histoprep_slide"] = [real / "multi_source" / "histoprep_slide.jpeg"]
-    for d in sorted((real / "multi_source" / "mopadi").iterdir()):
+def real_sources(root: Path) -> dict[str, list[Path]]:
+    src = {p.stem: [p] for p in sorted((root / "stain_refs").iterdir()) if p.is_file()}
+    src["histoprep_slide"] = [root / "multi_source" / "histoprep_slide.jpeg"]
+    for d in sorted((root / "multi_source" / "mopadi").iterdir()):
         if d.is_dir():
             src[d.name] = sorted(d.iterdir())
     return src
