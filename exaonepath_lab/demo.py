@@ -234,8 +234,10 @@ def stage_collapse(cfg: DemoConfig, out: Path, tile_dir: str, ckpt_raw: str, ckp
     enc_raw = create_encoder("kit-dino", checkpoint=ckpt_raw)
     enc_norm = create_encoder("kit-dino", checkpoint=ckpt_norm)
     panels = {PANEL_A: (enc_raw, None), PANEL_B: (enc_raw, mac), PANEL_C: (enc_norm, mac)}
+    # The smoke cohort's slides hold ~15 patches: keep them all (≥ 2 for the probe), as the full demo's ~150-400 do.
     rep = collapse_report(ds, panels, out_dir=out / "collapse", n_slides=cfg.n_slides, per_slide=cfg.per_slide,
-                          seed=cfg.seed, n_boot=cfg.n_boot, include_plotlyjs="directory")
+                          min_per_slide=2 if cfg.smoke else None, seed=cfg.seed, n_boot=cfg.n_boot,
+                          include_plotlyjs="directory")
     # Tissue classes: does training beat the random-init twin? (k-NN, folds never split a slide.)
     meta = rep.sample
     labels = meta["label"].to_numpy(np.int64)

@@ -179,7 +179,8 @@ def figure2(
     label = METHOD_LABELS.get(method, method)
 
     # Long titles wrap at their commas so neighbouring panels' titles do not overlap.
-    shown = [t.replace(", ", ",<br>") if len(t) > 32 else t for t in titles]
+    wrap = any(len(t) > 30 for t in titles)
+    shown = [t.replace(", ", ",<br>") if wrap else t for t in titles]
     fig = make_subplots(rows=1, cols=len(titles), subplot_titles=shown, horizontal_spacing=0.04)
     for j, t in enumerate(titles, start=1):
         m = metas[t]
@@ -205,7 +206,8 @@ def figure2(
         fig.update_yaxes(showticklabels=False, row=1, col=j)
     # Tall enough that a legend of ≤ 20 entries (~20 px each) is shown whole, without scrolling.
     height = max(480, 200 + 21 * min(len(all_groups), 20))
-    fig.update_layout(height=height, width=max(420 * len(titles), 600), template="plotly_white",
+    # No fixed width: the figure fills its page or iframe, so the legend is never cut off or scrolled to.
+    fig.update_layout(height=height, autosize=True, template="plotly_white",
                       legend_title_text=color_by, legend={"font": {"size": 11}, "tracegroupgap": 0},
                       margin={"b": 140, "t": 110}, title_text=f"{label} of features coloured by {color_by}")
     mfig = _figure2_png(titles, coords, metas, captions, all_groups, colours, color_by)
