@@ -125,7 +125,7 @@ def normalized_purity(p: float, e: float) -> float:
     return float((p - e) / (1.0 - e)) if e < 1 else float("nan")
 
 
-def lisi_weights(dist: np.ndarray, perplexity: float = 30.0, n_iter: int = 50, tol: float = 1e-5) -> np.ndarray:
+def lisi_weights(dist: np.ndarray, perplexity: float = 30.0, *, n_iter: int = 50, tol: float = 1e-5) -> np.ndarray:
     """(N, m) Gaussian neighbour weights exp(−β·d), rows summing to 1, each of given perplexity.
 
     As Harmony's ``compute_lisi``: β per point by binary search so that the entropy of the

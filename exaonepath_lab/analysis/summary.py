@@ -174,11 +174,11 @@ def collapse_reading(
                     "panel sits at or below its references, its slide clustering is what the input colour carries, "
                     "not something training added.", ""))
     if knn is not None and len(knn):
-        out.append(tissue_knn_reading(knn, a_name, c_name, input_labels))
+        out.append(tissue_knn_reading(knn, a_name, c_name, input_labels=input_labels))
     return out
 
 
-def tissue_knn_reading(knn: pd.DataFrame, a_name: str, c_name: str,
+def tissue_knn_reading(knn: pd.DataFrame, a_name: str, c_name: str, *,
                        input_labels: Sequence[str] = ("raw", "macenko", "macenko")) -> tuple[str, str]:
     """Do the trained encoders (a) and (c) beat their random-init twins on tissue-class k-NN?"""
     k = knn.set_index("features")["tissue_knn_bacc"]
