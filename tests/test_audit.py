@@ -132,3 +132,30 @@ def test_input_kinds_on_real_files(real_he: Path) -> None:
     counts = mixed.meta["slide_id"].value_counts()
     assert counts["TCGA-3X-AAVA-01Z-00-DX1"] == 6 and counts["TCGA-AD-6964-01Z-00-DX1"] == 3
     assert mixed[len(mixed) - 1]["image"].shape == (64, 64, 3)
+
+
+def test_collapse_cli_random_twin_of_a_kit_dino_checkpoint(cohort: dict[str, Path], tmp_path: Path, capsys) -> None:
+    """`collapse --baselines colour,random` on features of a kit-dino checkpoint: the twin row is the kit's
+    random_like of that encoder (same architecture and preprocessing), on the same patches."""
+    from exaonepath_lab.encoders import create_encoder, random_like
+    from exaonepath_lab.features import extract_features, load_features
+
+    feats = tmp_path / "kit.h5"
+    assert main(["extract", "--encoder", "kit-dino", "--checkpoint", str(cohort["raw"]), "--images",
+                 str(cohort["images"]), "--quiet", "--out", str(feats)]) == 0
+    out = tmp_path / "c"
+    assert main(["collapse", str(feats), "--out", str(out), "--baselines", "colour,random", "--k", "3",
+                 "--n-boot", "10", "--method", "pca", "--no-thumbnails", "--include-plotlyjs", "false"]) == 0
+    err = capsys.readouterr().err
+    assert "dropped TCGA-AD-6964-01Z-00-DX1" in err
+    m = pd.read_csv(out / "metrics.csv")
+    assert {"colour stats (raw)", "random-init vit_tiny_patch16_224 (raw)"} <= set(m["features"])
+    twin = load_features(out / "features" / "random_init_vit_tiny_patch16_224_raw.h5")
+    from exaonepath_lab.datasets import ImageFolderDataset
+
+    sample = pd.read_csv(out / "sample.csv")
+    ref = extract_features(random_like(create_encoder("kit-dino", checkpoint=str(cohort["raw"])), seed=0),
+                           ImageFolderDataset(cohort["images"], labels_from_dirs=False, paths=sample["path"]),
+                           progress=False)
+    assert list(twin.meta["path"]) == list(sample["path"])
+    np.testing.assert_allclose(twin.features, ref.features, atol=1e-5)
