@@ -28,8 +28,14 @@ PACKAGES=(slurmctld slurmd slurm-client munge)
 say() { echo "slurm_local: $*" >&2; }
 die() { say "$*"; exit 1; }
 
-alive() {  # alive PIDFILE: the process recorded there is running
-    [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
+alive() {  # alive DIR/run/NAME.pid: the process recorded there is running and is NAME (munged, slurmctld, slurmd)
+    local pid name comm
+    [ -s "$1" ] || return 1
+    pid=$(cat "$1"); name=$(basename "$1" .pid)
+    kill -0 "$pid" 2>/dev/null || return 1
+    # A pid file left by a reboot or a crash may name a pid that another program has now: not ours.
+    if [ -r "/proc/$pid/comm" ]; then comm=$(cat "/proc/$pid/comm"); else comm=$(ps -o comm= -p "$pid" 2>/dev/null || true); fi
+    [ "$(basename "$comm")" = "$name" ]
 }
 
 install_packages() {

@@ -189,3 +189,37 @@ def test_paper_launch_without_init_is_refused_before_queueing(tmp_path, capsys):
     assert json.loads((tmp_path / "o" / "launch" / "train_config.json").read_text())["init_checkpoint"] is None
     sb = (tmp_path / "o" / "launch" / "job.sbatch").read_text()
     assert "--set init_checkpoint=none" in sb  # `train` reads it as random init on purpose, as launch did
+
+
+def test_relative_init_and_stain_target_are_made_absolute_like_data_and_out(tmp_path, monkeypatch):
+    """Jobs start in another working directory (each node running torchrun.sh, a copied job.sbatch): the
+    ImageNet weights and the Macenko target given relative to here must reach `train` as absolute paths."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["launch", "--data", "tiles", "--out", "run", "--init", "weights/vit_b.safetensors", "--nodes", "2",
+                 "--gpus-per-node", "4", "--set", "stain_target=targets/authors.png"]) == 0
+    init, target = str(tmp_path / "weights" / "vit_b.safetensors"), str(tmp_path / "targets" / "authors.png")
+    folder = tmp_path / "run" / "launch"
+    train_cfg = json.loads((folder / "train_config.json").read_text())  # what the submitit job trains with
+    assert (train_cfg["init_checkpoint"], train_cfg["stain_target"]) == (init, target)
+    srun = [a for a in _srun_line((folder / "job.sbatch").read_text()) if a != "$RESUME"]
+    sb_args = build_parser().parse_args(srun[srun.index("exaonepath_lab.cli") + 1:])
+    line = [ln for ln in (folder / "torchrun.sh").read_text().splitlines() if ln.startswith("exec torchrun ")][0]
+    tr_args = build_parser().parse_args(shlex.split(line)[shlex.split(line).index("exaonepath_lab.cli") + 1:-1])
+    for args in (sb_args, tr_args):
+        assert f"init_checkpoint={init}" in args.overrides and f"stain_target={target}" in args.overrides
+
+
+def test_submit_into_a_run_with_a_checkpoint_is_refused_before_queueing_unless_resume(tmp_path, capsys):
+    """A new job for an --out that holds a checkpoint would stop at its start (after the queue wait); `launch
+    --resume` is the way to continue that run (its train command gets --resume from the first start on)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"a previous run")
+    argv = ["launch", "--preset", "cpu-demo", "--data", str(tmp_path / "d"), "--out", str(out), "--nodes", "1",
+            "--gpus-per-node", "1", "--engine", "sbatch"]
+    assert main([*argv, "--submit"]) == 1
+    assert "checkpoint.pt exists: pass --resume to continue that run" in capsys.readouterr().err
+    assert not (out / "launch").exists()  # nothing rendered, nothing queued
+    assert main([*argv, "--resume"]) == 0  # dry run
+    srun = [a for a in _srun_line((out / "launch" / "job.sbatch").read_text()) if a != "$RESUME"]
+    assert build_parser().parse_args(srun[srun.index("exaonepath_lab.cli") + 1:]).resume

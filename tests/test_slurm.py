@@ -147,6 +147,23 @@ def test_sbatch_preemption_checkpoints_requeues_and_resumes(slurm, tiles, tmp_pa
                                rtol=1e-5, atol=1e-6)
 
 
+def test_sbatch_preemption_beyond_max_requeues_stops_and_keeps_the_checkpoint(slurm, tiles, tmp_path, capsys):
+    """`launch --max-requeues 0`: the sbatch script checkpoints on the warning signal but does not requeue."""
+    out = tmp_path / "run"
+    job = launch(capsys, tiles, out, "sbatch", "--gpus-per-node", "1", "--max-requeues", "0",
+                 "--set", "max_iters=200")
+    wait_for_training(job, out)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True, timeout=30)
+    (rec,) = wait_for_job(job, timeout=240)
+    logs = out / "launch" / "slurm"
+    stdout, stderr = (logs / f"test-sbatch-{job}.out").read_text(), (logs / f"test-sbatch-{job}.err").read_text()
+    assert (rec["JobState"], rec["Restarts"], rec["ExitCode"]) == ("FAILED", "0", "1:0"), stdout + stderr
+    assert "not requeueing" in stderr and "requeueing job" not in stderr, stderr
+    stop = re.search(r"preempted at iteration (\d+)/200", stdout)
+    assert stop, stdout
+    assert load_kit_checkpoint(str(out / "checkpoint.pt"))["iteration"] == int(stop.group(1))
+
+
 def wait_for_training(job: str, out: Path, rows: int = 2) -> None:
     """Until the job's run has logged ``rows`` iterations."""
     log = out / "log.jsonl"
@@ -262,3 +279,25 @@ def test_slurm_local_up_again_changes_nothing(slurm):
     assert [p.read_text() for p in pidfiles] == before
     st = subprocess.run(["bash", str(script), "status"], capture_output=True, text=True, timeout=60)
     assert st.returncode == 0 and st.stdout.count(": running (pid") == 3, st.stdout
+
+
+def test_slurm_local_down_leaves_a_process_that_reuses_a_stale_pid_alone(tmp_path):
+    """A pid file left behind (a reboot, a crashed daemon) whose number now belongs to another program:
+    `down` must not kill that program, and `status` must not call it a running daemon."""
+    state = tmp_path / "slurm"
+    (state / "run").mkdir(parents=True)
+    other = subprocess.Popen(["sleep", "60"])  # stands for whatever process got the old daemon's pid
+    try:
+        for d in ("munged", "slurmctld", "slurmd"):
+            (state / "run" / f"{d}.pid").write_text(f"{other.pid}\n")
+        script = Path(__file__).resolve().parents[1] / "scripts" / "slurm_local.sh"
+        env = {**os.environ, "EXAONEPATH_SLURM_DIR": str(state)}
+        st = subprocess.run(["bash", str(script), "status"], capture_output=True, text=True, timeout=60, env=env)
+        assert ": running (pid" not in st.stdout, st.stdout
+        r = subprocess.run(["bash", str(script), "down"], capture_output=True, text=True, timeout=60, env=env)
+        assert r.returncode == 0, r.stderr
+        assert other.poll() is None, f"`down` killed pid {other.pid}, which it did not start: {r.stderr}"
+        assert not list((state / "run").glob("*.pid"))  # the stale files are gone
+    finally:
+        other.kill()
+        other.wait()

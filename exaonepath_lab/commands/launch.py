@@ -72,6 +72,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--setup", action="append", default=[], metavar="SHELL_LINE",
                    help="shell line run on the nodes before training, e.g. 'source ~/venv/bin/activate' "
                    "so that torchrun and the kit are on PATH (repeatable)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint (e.g. after its job ended: node failure, "
+                   "--max-requeues reached); without it --submit refuses an --out that holds a checkpoint")
     p.add_argument("--launch-dir", default=None,
                    help="folder for the rendered job and SLURM logs (default: <out>/launch)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -89,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         partition=args.partition, account=args.account, qos=args.qos, constraint=args.constraint,
         time_min=parse_slurm_time(args.time), signal_delay_s=args.signal_delay, max_requeues=args.max_requeues,
         job_name=args.job_name, rdzv_port=args.port, setup=tuple(args.setup),
-        launch_dir=args.launch_dir,
+        launch_dir=args.launch_dir, resume=args.resume,
     )
     plan = plan_launch(cfg)
     print(f"{cfg.nodes} node(s) x {cfg.gpus_per_node} GPU(s) = {cfg.world_size} processes; "

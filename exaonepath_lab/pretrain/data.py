@@ -57,7 +57,8 @@ def record_stain_target(cfg: PretrainConfig, out: str | Path) -> PretrainConfig:
     """
     from ..stain.target import IMAGE_SUFFIXES, resolve_target
 
-    cached = Path(out) / "stain_target.json"
+    # Absolute: the run's config (compared on --resume) must not depend on the working directory.
+    cached = Path(out).absolute() / "stain_target.json"
     spec = cfg.stain_target
     if spec and Path(spec).resolve() == cached.resolve():
         return cfg

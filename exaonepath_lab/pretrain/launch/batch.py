@@ -38,13 +38,17 @@ def split_batch(
     return per, per * world_size
 
 
+#: Training fields naming a file the user gives relative to here; made absolute like --data and --out.
+PATH_FIELDS = ("init_checkpoint", "stain_target")
+
+
 def resolve_train_config(config: LaunchConfig) -> PretrainConfig:
     """The ``PretrainConfig`` every process of the launch trains with (preset + overrides + batch split).
 
     Run before anything is submitted, so that a typo in a key or value fails in seconds
     rather than after hours in a queue. ``batch_size`` is the per-GPU batch and
-    ``world_batch_size`` the global one; data and output folders are absolute, since jobs
-    start in another working directory on other machines.
+    ``world_batch_size`` the global one; data and output folders, the init checkpoint and the
+    stain target are absolute, since jobs start in another working directory on other machines.
     """
     from ..presets import check_init, get_preset
 
@@ -65,5 +69,6 @@ def resolve_train_config(config: LaunchConfig) -> PretrainConfig:
         target = PAPER_GLOBAL_BATCH  # the recipe fixes the global batch, not the per-GPU one
     per, glob = split_batch(config.world_size, global_batch=target, batch_per_gpu=per_gpu,
                             preset_batch_per_gpu=int(preset.batch_size))
+    files = {k: str(Path(v).absolute()) for k in PATH_FIELDS if (v := getattr(preset, k))}
     return preset.replace(batch_size=per, world_batch_size=glob, data=str(Path(config.data).absolute()),
-                          out_dir=str(Path(config.out).absolute()))
+                          out_dir=str(Path(config.out).absolute()), **files)

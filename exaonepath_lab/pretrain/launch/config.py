@@ -45,6 +45,7 @@ class LaunchConfig(JobConfig):
     rdzv_port: int = 29500  # torchrun's conventional rendezvous port on the first node
     setup: tuple[str, ...] = ()  # shell lines run before training, e.g. "source .venv/bin/activate"
     launch_dir: str | None = None  # where renderings and SLURM logs go; None = ``<out>/launch``
+    resume: bool = False  # continue the run in ``out`` from its checkpoint (a new job for an ended run)
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> None:

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 from ...io import write_json_atomic, write_text_atomic
 from ..config import PretrainConfig
-from .batch import resolve_train_config
+from .batch import PATH_FIELDS, resolve_train_config
 from .config import PREEMPT_SIGNAL, TORCHRUN_SIGNALS, LaunchConfig
 from .slurm_time import format_slurm_time
 
@@ -40,9 +40,14 @@ def plan_launch(config: LaunchConfig) -> LaunchPlan:
     per, glob = tcfg.batch_size, tcfg.world_batch_size
     argv = ["train", "--preset", config.preset, "--data", tcfg.data, "--out", tcfg.out_dir]
     for o in config.overrides:
-        if o.split("=", 1)[0].strip() != "batch_size":
+        key = o.split("=", 1)[0].strip()
+        if key in PATH_FIELDS and getattr(tcfg, key):
+            o = f"{key}={getattr(tcfg, key)}"  # absolute, as in train_config.json
+        if key != "batch_size":
             argv += ["--set", o]
     argv += ["--set", f"batch_size={per}"]  # per process; always explicit so the log shows it
+    if config.resume:
+        argv.append("--resume")
     return LaunchPlan(
         config=config,
         train_config=tcfg,
@@ -143,6 +148,12 @@ def render_sbatch(config: LaunchConfig, train_argv: Sequence[str], *, batch_per_
         "# `wait` returns early when the trap fires; keep waiting until the step has exited.",
         'wait "$SRUN_PID"; STATUS=$?',
         'while kill -0 "$SRUN_PID" 2>/dev/null; do wait "$SRUN_PID"; STATUS=$?; done',
+        f"MAX_REQUEUES={config.max_requeues}  # launch --max-requeues, as submitit's max_num_timeout",
+        'if [ "$PREEMPTED" = 1 ] && [ "${SLURM_RESTART_COUNT:-0}" -ge "$MAX_REQUEUES" ]; then',
+        '  echo "$(date): pre-empted after ${SLURM_RESTART_COUNT:-0} requeue(s), the limit (launch --max-requeues);'
+        ' not requeueing. The checkpoint is kept; to go on: scontrol requeue $SLURM_JOB_ID, or launch --resume" >&2',
+        "  exit 1",
+        "fi",
         'if [ "$PREEMPTED" = 1 ]; then',
         '  echo "$(date): requeueing job $SLURM_JOB_ID; it resumes from the last checkpoint" >&2',
         '  scontrol requeue "$SLURM_JOB_ID"',

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from typing import Any
 
+from ..checkpoint import refuse_existing_checkpoint
 from .config import PREEMPT_SIGNAL, LaunchConfig
 from .job import DinoTrainJob
 from .render import plan_launch, submitit_parameters, torchrun_args, write_plan
@@ -20,6 +21,8 @@ def submit(config: LaunchConfig, *, cluster: str | None = None) -> str:
     ``"local"`` or ``"debug"``; the last two run here, for testing).
     """
     plan = plan_launch(config)
+    if not config.resume:  # before queueing: the job would stop at its start (train refuses it too)
+        refuse_existing_checkpoint(config.out)
     paths = write_plan(plan)  # also creates the folder SLURM writes the job's output into
     if config.engine == "sbatch":
         if shutil.which("sbatch") is None:
@@ -42,7 +45,7 @@ def submit(config: LaunchConfig, *, cluster: str | None = None) -> str:
                "-m", "exaonepath_lab.cli", *plan.train_argv]
         return f"exit {subprocess.call(cmd)}"
     executor = make_executor(config, cluster=cluster)
-    job = executor.submit(DinoTrainJob(plan.train_config))
+    job = executor.submit(DinoTrainJob(plan.train_config, resume=config.resume))
     return str(job.job_id)
 
 
