@@ -20,6 +20,7 @@ COMMANDS = [
     "launch",
     "extract",
     "collapse",
+    "audit",
     "datasets",
     "sample-data",
     "probe",

@@ -20,14 +20,11 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from .analysis.summary import PANEL_A, PANEL_B, PANEL_C
 from .config import DemoConfig
 from .io import atomic_path, write_json_atomic
 
 log = logging.getLogger(__name__)
-
-PANEL_A = "(a) raw-trained model, raw input"
-PANEL_B = "(b) raw-trained model, Macenko input"
-PANEL_C = "(c) Macenko-trained model, Macenko input"
 
 
 # ----------------------------------------------------------------------------- stage bookkeeping
@@ -89,6 +86,8 @@ def stage_key(cfg: DemoConfig, stage: str) -> dict[str, Any]:
         fields += ["probe_seeds", "probe_iterations"]
     d = cfg.to_dict()
     key = {f: d[f] for f in fields}
+    if stage == "collapse":
+        key["collapse_format"] = "exaonepath-lab/collapse-v2"  # metrics + paired differences + collapse.json
     if stage in ("train", "collapse", "probe", "table"):
         from .pretrain.presets import CPU_DEMO
 
@@ -201,7 +200,8 @@ def stage_train(cfg: DemoConfig, out: Path, tile_dir: str, normalize: bool) -> d
 def stage_collapse(cfg: DemoConfig, out: Path, tile_dir: str, ckpt_raw: str, ckpt_norm: str) -> dict[str, Any]:
     from .analysis import collapse_report
     from .encoders import create_encoder
-    from .pretrain.evaluate import knn_accuracy
+    from .io import atomic_path
+    from .probing.knn import knn_accuracy
     from .slides.dataset import TiledPatchDataset
     from .stain import MacenkoNormalizer
 
@@ -210,8 +210,10 @@ def stage_collapse(cfg: DemoConfig, out: Path, tile_dir: str, ckpt_raw: str, ckp
     enc_raw = create_encoder("kit-dino", checkpoint=ckpt_raw)
     enc_norm = create_encoder("kit-dino", checkpoint=ckpt_norm)
     panels = {PANEL_A: (enc_raw, None), PANEL_B: (enc_raw, mac), PANEL_C: (enc_norm, mac)}
+    # The smoke cohort's slides hold ~15 patches: keep them all (≥ 2 for the probe), as the full demo's ~150-400 do.
     rep = collapse_report(ds, panels, out_dir=out / "collapse", n_slides=cfg.n_slides, per_slide=cfg.per_slide,
-                          seed=cfg.seed, n_boot=cfg.n_boot, include_plotlyjs="directory")
+                          min_per_slide=2 if cfg.smoke else None, seed=cfg.seed, n_boot=cfg.n_boot,
+                          include_plotlyjs="directory")
     # Tissue classes: does training beat the random-init twin? (k-NN, folds never split a slide.)
     meta = rep.sample
     labels = meta["label"].to_numpy(np.int64)
@@ -226,7 +228,7 @@ def stage_collapse(cfg: DemoConfig, out: Path, tile_dir: str, ckpt_raw: str, ckp
     with atomic_path(out / "collapse" / "tissue_knn.csv") as tmp:
         knn.to_csv(tmp, index=False)
     files = [str(p) for p in rep.paths.values()] + [str(out / "collapse" / "tissue_knn.csv")]
-    return {"metrics_csv": str(rep.paths.get("metrics", out / "collapse" / "metrics.csv")),
+    return {"metrics_csv": str(rep.paths["metrics"]), "differences_csv": str(rep.paths["differences"]),
             "paths": {k: str(v) for k, v in rep.paths.items()}, "tissue_knn": knn_rows, "files": files}
 
 

@@ -72,11 +72,12 @@ def test_report_reading_pairs_each_trained_encoder_with_its_own_twin() -> None:
 
     metrics = pd.DataFrame([{"features": n, "metric": PURITY, "value": v, "ci_low": v - 0.05, "ci_high": v + 0.05,
                              "chance": 0.0} for n, v in ((PANEL_A, 0.5), (PANEL_B, 0.2), (PANEL_C, 0.1))])
+    diffs = _paired(metrics, [(PANEL_A, PANEL_C), (PANEL_B, PANEL_C)])
 
     def verdict(a: float, c: float) -> tuple[str, str]:
         knn = pd.DataFrame({"features": [PANEL_A, "random-init vit (raw)", PANEL_C, "random-init vit (macenko)"],
                             "tissue_knn_bacc": [a, 0.25, c, 0.45]})
-        return [r for r in reading(metrics, knn, (PANEL_A, PANEL_B, PANEL_C)) if r[0].startswith("Tissue")][0]
+        return [r for r in reading(metrics, diffs, knn) if r[0].startswith("Tissue")][0]
 
     # (a) 0.33 would lose to the Macenko twin (0.45) but beats its own raw twin (0.25) clearly.
     text, kind = verdict(0.25 + CLEAR_MARGIN + 0.03, 0.45 + CLEAR_MARGIN + 0.01)
@@ -85,7 +86,7 @@ def test_report_reading_pairs_each_trained_encoder_with_its_own_twin() -> None:
     assert verdict(0.30, 0.44)[1] == "bad" and "NOT" in verdict(0.30, 0.44)[0]
     # Without the raw-input twin row nothing is claimed about (a), and "both" is never said.
     knn = pd.DataFrame({"features": [PANEL_A, PANEL_C, "random-init vit (macenko)"], "tissue_knn_bacc": [0.4, 0.6, 0.45]})
-    text, kind = [r for r in reading(metrics, knn, (PANEL_A, PANEL_B, PANEL_C)) if r[0].startswith("Tissue")][0]
+    text, kind = [r for r in reading(metrics, diffs, knn) if r[0].startswith("Tissue")][0]
     assert kind == "note" and "cannot be said" in text and "Both" not in text
 
 
@@ -111,9 +112,19 @@ def test_report_reading_says_when_raw_training_added_slide_clustering() -> None:
         rows = [(PANEL_A, a), (PANEL_B, 0.2), (PANEL_C, 0.2), ("random-init vit (raw)", twin)]
         m = pd.DataFrame([{"features": n, "metric": PURITY, "value": v, "ci_low": v - 0.04, "ci_high": v + 0.04,
                            "chance": 0.0} for n, v in rows])
-        return [t for t, _ in reading(m, pd.DataFrame(columns=["features", "tissue_knn_bacc"]),
-                                      (PANEL_A, PANEL_B, PANEL_C))]
+        d = _paired(m, [(PANEL_A, PANEL_C), (PANEL_B, PANEL_C), (PANEL_A, "random-init vit (raw)")])
+        return [t for t, _ in reading(m, d, pd.DataFrame(columns=["features", "tissue_knn_bacc"]))]
 
     assert any("made slide clustering stronger" in t for t in lines(0.65, 0.39))
-    assert not any("made slide clustering stronger" in t for t in lines(0.42, 0.39))  # intervals overlap
+    assert not any("made slide clustering stronger" in t for t in lines(0.42, 0.39))  # paired CI includes 0
     assert any("not above the untrained network" in t for t in lines(0.35, 0.39))
+
+
+def _paired(metrics, pairs, half: float = 0.04):
+    """Paired-difference rows (a − b ± half) as collapse's paired_differences writes them."""
+    import pandas as pd
+
+    v = metrics.set_index("features")["value"]
+    return pd.DataFrame([{"a": a, "b": b, "metric": "knn_slide_purity", "difference": v[a] - v[b],
+                          "ci_low": v[a] - v[b] - half, "ci_high": v[a] - v[b] + half, "n_slides": 10, "n_boot": 200,
+                          "note": ""} for a, b in pairs])
