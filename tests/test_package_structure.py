@@ -15,10 +15,6 @@ MAX_FUNCTION_LINES = 80
 
 #: Functions being split by other helpers of issue 13; each entry goes when that work lands.
 LONG_FUNCTIONS_BEING_SPLIT = {
-    "analysis/figure2.py::figure2",  # H5: compute in tl, draw in pl
-    "analysis/pipeline.py::collapse_report",  # H5: one collapse pipeline
-    "analysis/collapse.py::collapse_metrics",  # H5: collapse pipeline / metrics
-    "report/demo_report.py::write_demo_report",  # H5: demo_report import fix
 }
 
 
@@ -173,11 +169,7 @@ MAX_POSITIONAL = 3
 #: Public functions with more positional parameters, in other helpers' files or called positionally
 #: from them; each entry goes when that work lands.
 POSITIONAL_BEING_FIXED = {
-    "analysis/collapse.py::lisi_weights",  # H5 (analysis/)
-    "analysis/collapse.py::lisi_per_point",  # H5: dead code, removed
-    "analysis/embeddings.py::embed",  # H5 (analysis/)
     "analysis/figure2.py::Figure2.save",  # H5: figure2 split
-    "analysis/sampling.py::sample_patches",  # H5 (analysis/)
     "demo.py::stage_train",  # H5 (demo.py)
     "demo.py::stage_collapse",  # H5 (demo.py collapse stage)
     "demo.py::stage_probe",  # H5 (demo.py)

@@ -474,7 +474,7 @@ def metrics_wide(table: pd.DataFrame) -> pd.DataFrame:
     return table.pivot_table(index="features", columns="metric", values="value", sort=False, dropna=False)
 
 
-def format_value(value: float, ci_low: float, ci_high: float, note: str = "") -> str:
+def format_value(value: float, ci_low: float, ci_high: float, *, note: str = "") -> str:
     """'0.62 [0.55, 0.70]', or 'n/a' when the value is NaN (the reason is in the note)."""
     if value is None or not np.isfinite(value):
         return "n/a"
