@@ -86,7 +86,9 @@ from exaonepath_lab.analysis import colour_features
 from exaonepath_lab.io import write_json_atomic
 from exaonepath_lab.pretrain.config import PretrainConfig
 from exaonepath_lab.pretrain.curves import plot_curves_plotly, read_log
-from exaonepath_lab.pretrain.evaluate import embed_images, knn_accuracy, teacher_and_random_twin
+from exaonepath_lab.pretrain.evaluate import embed_images
+from exaonepath_lab.probing.knn import knn_accuracy
+from exaonepath_lab.probing.learning import teacher_and_random_twin
 from exaonepath_lab.pretrain.presets import get_preset
 from exaonepath_lab.pretrain.trainer import train
 from exaonepath_lab.report.training_figures import compare_runs
