@@ -54,11 +54,11 @@ per_slide = 150  # patches per slide for Figure 2 (paper: 1,000)
 from pathlib import Path
 
 import plotly.io as pio
-from IPython.display import display
+from IPython.display import Markdown, display
 from PIL import Image as PILImage
 
 from exaonepath_lab import notebook_params as nbp
-from exaonepath_lab.analysis import collapse_report, metrics_wide
+from exaonepath_lab.analysis import collapse_reading, collapse_report, metrics_table
 from exaonepath_lab.encoders import create_encoder
 from exaonepath_lab.io import write_json_atomic
 from exaonepath_lab.report.png import save_figure
@@ -123,8 +123,12 @@ plt.show()
 # %% [markdown]
 # ## 3. Figure 2, measured
 # (a) raw-trained model on raw input, (b) the same model on normalized input, (c) the
-# normalization-trained model on normalized input. The k-NN slide purity (0 = slides fully mixed,
-# 1 = every neighbour from the same slide) is given with a 95 % bootstrap interval over slides.
+# normalization-trained model on normalized input. The picture is a t-SNE (neighbourhoods are
+# meaningful, cluster sizes and distances are not); the numbers are computed in feature space, each
+# with a 95 % bootstrap interval over slides, the direction that means *less* slide clustering
+# (↓ / ↑) and the chance level. The main one, normalized k-NN slide purity, is the share of a patch's
+# 15 nearest neighbours from its own slide, rescaled so 0 = chance and 1 = every neighbour from the same
+# slide. Notebook 03 explains each metric and shows more.
 
 # %%
 if smoke:
@@ -133,15 +137,14 @@ enc_raw = create_encoder("kit-dino", checkpoint=ckpt_raw)
 enc_norm = create_encoder("kit-dino", checkpoint=ckpt_norm)
 # read at the encoder's resize size (256 px for a ViT-B/16, the paper's input), at least 128 px for the hover thumbnails
 dataset = TiledPatchDataset(tile_dir, out_px=max(128, enc_raw.resize_size))
-report = collapse_report(
-    dataset,
-    {"(a) raw / raw": (enc_raw, None), "(b) raw / Macenko": (enc_raw, macenko), "(c) Macenko / Macenko": (enc_norm, macenko)},
-    out_dir=out, per_slide=per_slide, n_boot=50 if smoke else 200,
-)
+PANELS = ("(a) raw / raw", "(b) raw / Macenko", "(c) Macenko / Macenko")
+report = collapse_report(dataset, dict(zip(PANELS, [(enc_raw, None), (enc_raw, macenko), (enc_norm, macenko)])),
+                         out_dir=out, per_slide=per_slide, n_boot=50 if smoke else 200, progress=not smoke)
 report.figure.plotly.show()
-metrics_wide(report.metrics).round(2)
+display(metrics_table(report.metrics))
+display(Markdown("\n".join(f"- {text}" for text, _ in collapse_reading(report.metrics, report.differences,
+                                                                         panels=PANELS))))
 
 # %% tags=["remove-cell"]
 purity = report.metrics.query("metric == 'knn_slide_purity'")[["features", "value", "ci_low", "ci_high"]]
-write_json_atomic(out / "notebook_summary.json", {"knn_slide_purity": purity.to_dict("records")})
-purity.round(3)
+_ = write_json_atomic(out / "notebook_summary.json", {"knn_slide_purity": purity.to_dict("records")})

@@ -231,9 +231,9 @@ def _figure2_png(titles: list[str], coords: Mapping[str, np.ndarray], metas: Map
         ax.set_title(t, fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_xlabel(captions[t].replace(" · ", "\n"), fontsize=7)
+        ax.set_xlabel(captions[t].replace(" · ", "\n"), fontsize=9)
     if len(all_groups) <= 20:
-        axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, markerscale=4, title=color_by,
+        axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=9, markerscale=4, title=color_by,
                            frameon=False)
     mfig.tight_layout()
     return mfig
