@@ -36,16 +36,21 @@ def test_probe_then_table(tmp_path: Path, capsys) -> None:
     tab = tmp_path / "table"
     assert main(["table", "--results", str(out), "--out", str(tab)]) == 0
     md = (tab / "table1.md").read_text()
-    row = [l for l in md.splitlines() if l.startswith("| tiny |")][0]
-    assert row.startswith("| tiny | 10 | - | 5.5M | ") and row.endswith("| - | - | - | - | - | - |")
+    row = [l for l in md.splitlines() if l.startswith("| tiny ")][0]
+    # 200 iterations, the HERef target and no Resize->CenterCrop differ from the paper: marked, with a footnote
+    assert row.startswith("| tiny \u20211 | 10 | - | 5.5M | ") and row.endswith("| - | - | - | - | - | - |")
+    note = [l for l in md.splitlines() if l.startswith("\u20211 tiny")][0]
+    assert "SGD iterations 200 instead of 12,500 (PCAM)" in note and "no Macenko" not in note
+    assert res["protocol_deviations"] == json.loads((tab / "table1.json").read_text())["rows"][-1][
+        "protocol_deviations"]["pcam"]
     for f in ("table1.html", "table1.csv", "figure1.html", "figure1.png", "plotly.min.js"):
         assert (tab / f).is_file(), f
 
 
-def test_probe_stain_target_without_normalize_names_the_fix(tmp_path: Path, capsys) -> None:
-    """Same rule as `extract`: a target without --normalize is an error, raised before any data is read."""
+def test_probe_stain_target_with_no_normalize_names_the_fix(tmp_path: Path, capsys) -> None:
+    """Like `extract`: a target without normalization is an error, raised before any data is read."""
     argv = ["probe", "--encoder", "random:vit_tiny_patch16_224", "--dataset", "pcam", "--root", str(tmp_path / "absent"),
-            "--out", str(tmp_path / "runs"), "--stain-target", str(tmp_path / "t.json"), "--quiet"]
+            "--out", str(tmp_path / "runs"), "--stain-target", str(tmp_path / "t.json"), "--no-normalize", "--quiet"]
     assert main(argv) == 1
     err = capsys.readouterr().err
-    assert "--stain-target given without --normalize" in err and "absent" not in err
+    assert "--stain-target given with --no-normalize" in err and "absent" not in err

@@ -157,11 +157,12 @@ def test_metrics_against_sklearn() -> None:
     assert used == 3 and 0.5 < auc <= 1.0
 
 
-@pytest.mark.parametrize("wd", [0.0, 0.01])
-def test_equals_autograd_with_torch_optim_sgd(wd: float) -> None:
-    """The written-out update equals nn.Linear + CrossEntropyLoss + torch.optim.SGD (the library)."""
+@pytest.mark.parametrize("wd,schedule", [(0.0, "constant"), (0.01, "constant"), (0.0, "cosine")])
+def test_equals_autograd_with_torch_optim_sgd(wd: float, schedule: str) -> None:
+    """The written-out update equals nn.Linear + CrossEntropyLoss + torch.optim.SGD (the library);
+    lr_schedule="cosine" equals torch's CosineAnnealingLR (DINO eval_linear's scheduler) stepped per iteration."""
     x, y = _gaussians(30, 10, 3, sep=1.0, seed=7)  # N=90, batch 32: partial batches and reshuffles
-    cfg = ProbeConfig(iterations=40, batch_size=32, weight_decay=wd, selection="last")
+    cfg = ProbeConfig(iterations=40, batch_size=32, weight_decay=wd, selection="last", lr_schedule=schedule)
     _, last, _ = train_linear_probe(x, y, n_classes=3, config=cfg, seed=11)
 
     gen = torch.Generator().manual_seed(11)
@@ -170,6 +171,7 @@ def test_equals_autograd_with_torch_optim_sgd(wd: float) -> None:
         layer.weight.normal_(0.0, 0.01, generator=gen)
         layer.bias.zero_()
     opt = torch.optim.SGD(layer.parameters(), lr=0.1, momentum=0.9, weight_decay=wd)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=40, eta_min=0) if schedule == "cosine" else None
     X, Y = torch.from_numpy(x), torch.from_numpy(y)
     perm, pos = torch.randperm(90, generator=gen), 0
     for _ in range(40):
@@ -181,5 +183,14 @@ def test_equals_autograd_with_torch_optim_sgd(wd: float) -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if sched is not None:
+            sched.step()
+    if schedule == "cosine":
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+        const = train_linear_probe(x, y, n_classes=3, config=ProbeConfig(iterations=40, batch_size=32,
+                                   selection="last"), seed=11)[1]
+        assert not np.allclose(const.weight, last.weight, atol=1e-4)  # the schedule changed the result
+    with pytest.raises(ValueError, match="lr_schedule='step'"):
+        ProbeConfig(lr_schedule="step")
     np.testing.assert_allclose(last.weight, layer.weight.detach().numpy(), atol=1e-5)
     np.testing.assert_allclose(last.bias, layer.bias.detach().numpy(), atol=1e-5)

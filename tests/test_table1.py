@@ -52,16 +52,23 @@ def test_published_data_types() -> None:
     assert df.loc[df.model == "GigaPath (patch encoder)", "params"].item() == "1,100M"
 
 
+PAPER_RUN = {"protocol": {"lr": 0.1, "lr_schedule": "constant", "momentum": 0.9, "weight_decay": 0.0,
+                          "batch_size": 128, "iterations": 12_500, "selection": "best_val"},
+             "selection_used": "best_val", "preprocessing": {"resize_size": 256, "crop_size": 224},
+             "normalizer": {"class": "MacenkoNormalizer", "config": {"target": {
+                 "source": "target_TCGA-55-A48X_coords_[19440  9824]_[4096 4096].png"}}}}
+
+
 def _result(model: str, dataset: str, top1: float, std: float = 0.01, **info) -> dict:
     return {"kind": "exaonepath-lab/probe-result", "model": model, "dataset": dataset, "method": "linear",
             "test": {"top1": {"mean": top1, "std": std, "values": [top1]}}, "model_info": info,
-            "normalization": {"test": {"ok": 90, "too_few_tissue_pixels": 10}}}
+            "normalization": {"test": {"ok": 90, "too_few_tissue_pixels": 10}}, **PAPER_RUN}
 
 
 def test_user_rows_merge_with_recomputed_average(tmp_path: Path) -> None:
     tasks = ["pcam", "mhist", "crc100k", "til", "msi_crc", "msi_stad"]
     full = [_result("mine", t, 0.80 + 0.01 * i, params=86_000_000, wsis=1200) for i, t in enumerate(tasks)]
-    partial = [_result("half", "mhist", 0.7)]
+    partial = [{k: v for k, v in _result("half", "mhist", 0.7).items() if k not in PAPER_RUN}]  # an old result file
     for i, r in enumerate(full + partial):
         (tmp_path / f"r{i}.json").write_text(json.dumps(r))
     (tmp_path / "unrelated.json").write_text(json.dumps({"hello": 1}))
@@ -74,6 +81,7 @@ def test_user_rows_merge_with_recomputed_average(tmp_path: Path) -> None:
     assert math.isnan(t[t.model == "half"].iloc[0].avg)
     md = table1_markdown(t)
     assert "| mine | 1.2k | - | 86M | 0.800 ± 0.010 |" in md and "| 0.825 |" in md
+    assert "| half \u20211 |" in md and "stain normalization not recorded (MHIST); probe protocol not recorded" in md
     assert "<b>mine</b>" in table1_html(t)
     csv = pd.read_csv(pd.io.common.StringIO(table1_csv(t)))
     assert csv.loc[csv.model == "mine", "avg"].item() == pytest.approx(0.825)

@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     from ..features.config import ExtractConfig
 
     torch.set_num_threads(max(1, args.threads))
-    normalizer = macenko_from_args(args)  # first: a bad stain option fails before any loading
+    # first: a bad stain option fails before any loading; a target image is fitted once and cached beside OUT
+    normalizer = macenko_from_args(args, target_cache=f"{args.out}.stain_target.json")
     cfg = ExtractConfig(
         encoder=args.encoder, checkpoint=args.checkpoint, tiles=args.tiles, images=args.images, out=args.out,
         normalize=args.normalize, stain_target=args.stain_target, stain_policy=args.stain_policy,
@@ -83,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
     counts = fs.status_counts()
     print(f"{args.out}: {fs.features.shape[0]} × {fs.features.shape[1]} features of {fs.meta['slide_id'].nunique()} "
           f"slides ({fs.cache_status}); normalization status: {counts}")
+    if normalizer is not None:
+        prov = normalizer.target.provenance()
+        print(f"  Macenko target: {prov['name']} (sha256 {prov['sha256'][:16]}...; recorded in the file's key)")
     if normalizer is not None and set(counts) - {"ok"}:
         print(f"  {sum(v for k, v in counts.items() if k != 'ok')} patch(es) could not be normalized and were kept "
               f"under policy {args.stain_policy!r} (see norm_status in the file)", file=sys.stderr)

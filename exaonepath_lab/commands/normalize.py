@@ -6,6 +6,13 @@ Examples::
     exaonepath-lab normalize --tiles TILES/                      # writes TILES/stain/<slide_id>.h5
     exaonepath-lab normalize --fit-target ref.png --save-target target.json
     exaonepath-lab normalize IMAGES/ --out NORMALIZED/ --target target.json
+    exaonepath-lab normalize IMAGES/ --out NORMALIZED/ \
+        --stain-target "EXAONEPath/macenko_target/target_TCGA-55-A48X_coords_[19440  9824]_[4096 4096].png"
+
+The last form uses the authors' own target: clone https://github.com/LG-AI-EXAONE/EXAONEPath (its
+non-commercial licence keeps the image out of the kit) and pass the PNG; it is fitted as the authors'
+macenko_normalizer() fits it and cached as OUT/stain_target.json. Without it the default is the HERef/maxCRef
+reference of Macenko/torchstain.
 """
 from __future__ import annotations
 
@@ -13,6 +20,8 @@ import argparse
 import json
 import sys
 from typing import Any
+
+from ._args import STAIN_TARGET_HELP
 
 
 def register(subparsers: Any) -> None:
@@ -27,10 +36,9 @@ def register(subparsers: Any) -> None:
                    "(required with INPUT; must differ from INPUT so originals are never overwritten)")
     p.add_argument("--tiles", metavar="TILE_DIR", help="output folder of `exaonepath-lab tile`: fit per-patch stain "
                    "parameters and write TILE_DIR/stain/<slide_id>.h5 beside patches/<slide_id>.h5 (resumable)")
-    p.add_argument("--target", metavar="JSON", help="stain target to map to (from --save-target); default: the "
-                   "reference HERef/maxCRef of Macenko/torchstain that EXAONEPath uses when no target is fitted")
+    p.add_argument("--target", "--stain-target", dest="target", metavar="JSON_OR_IMAGE", help=STAIN_TARGET_HELP)
     p.add_argument("--fit-target", nargs="+", metavar="IMAGE", help="fit a target on these images (pixels pooled); "
-                   "the paper fits on a tissue-rich 4096x4096 crop; used for INPUT if given")
+                   "the authors fit on their 4096x4096 TCGA-55-A48X crop (pass it to --stain-target); used for INPUT if given")
     p.add_argument("--save-target", metavar="JSON", help="where to write the target fitted with --fit-target")
     p.add_argument("--policy", choices=["passthrough", "flag", "raise"], default="passthrough",
                    help="images that cannot be normalized (background, single colour): passthrough = write them "
@@ -66,11 +74,18 @@ def run(args: argparse.Namespace) -> int:
 
     target = None
     if args.target:
-        target = StainTarget.load(args.target)
+        from pathlib import Path
+
+        from ..stain.target import resolve_target
+
+        run_dir = Path(args.out) if args.input else (Path(args.tiles) / "stain" if args.tiles else None)
+        target = resolve_target(args.target, cache_path=run_dir / "stain_target.json" if run_dir else None)
+        prov = target.provenance()
+        print(f"Macenko target: {prov['name']} (sha256 {prov['sha256'][:16]}...)", file=sys.stderr)
     if args.fit_target:
         if args.target:
             raise ValueError("give either --target or --fit-target, not both")
-        target = StainTarget.fit_files(args.fit_target, Io=args.Io, alpha=args.alpha, beta=args.beta, device=args.device)
+        target = StainTarget.fit_files(args.fit_target, Io=args.Io, alpha=args.alpha, beta=args.beta)
         print(f"fitted {target!r} on {target.n_pixels} pixels", file=sys.stderr)
         if args.save_target:
             path = target.save(args.save_target)

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from ._args import parse_key_values
+from ._args import STAIN_TARGET_HELP, parse_key_values
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,10 +24,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "`exaonepath-lab launch`. SIGTERM/SIGUSR1 checkpoint and exit 0; rerun with --resume."
         ),
     )
+    from ..pretrain.presets import PRESET_HELP
+
     p.add_argument("--preset", default="cpu-demo", choices=["cpu-demo", "paper"],
-                   help="starting configuration (default cpu-demo: a 4-block, 128-wide ViT on 32/16 px crops of patches read "
-                        "at 64 px, 1,200 iterations of batch 32, ~4 min on 2 CPU cores; paper: ViT-B/16, batch 64 per GPU x 80, "
-                        "lr 0.005 as the peak, 10 epochs, 1,000 warm-up iterations, bf16)")
+                   help="starting configuration (default cpu-demo). " + "; ".join(
+                       f"{name}: {text}" for name, text in PRESET_HELP.items()).replace("%", "%%"))
     p.add_argument("--data", required=True, metavar="TILE_DIR_OR_IMAGE_FOLDER",
                    help="tiling output folder (exaonepath-lab tile ... --out DIR) or a folder of images")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder for checkpoint, logs and curves")
@@ -36,12 +37,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="Macenko-normalise every image before cropping (EXAONEPath; both presets default to it)")
     g.add_argument("--no-normalize", dest="normalize", action="store_false",
                    help="train on raw colours (the paper's baseline that shows WSI-specific feature collapse)")
-    p.add_argument("--stain-target", default=None,
-                   help="fitted Macenko target file (JSON from the stain tools); default: torchstain's reference "
-                        "stain matrix, since the paper's TCGA target image is not distributed")
-    p.add_argument("--init", dest="init_checkpoint", default=None,
+    p.add_argument("--stain-target", default=None, metavar="JSON_OR_IMAGE", help=STAIN_TARGET_HELP.replace("%", "%%")
+                   + ". Whatever is used is written to RUN_DIR/stain_target.json (name + sha256) and config.json points to it")
+    p.add_argument("--init", dest="init_checkpoint", default=None, metavar="WEIGHTS|none",
                    help="local ImageNet weights for the backbone (timm .safetensors/.pth); loaded strictly with a "
-                        "report. The paper starts from ImageNet; nothing is downloaded")
+                        "report. The paper starts from ImageNet; nothing is downloaded. The paper preset refuses to "
+                        "start without it; 'none' trains from random weights on purpose (also --set init_checkpoint=none)")
     p.add_argument("--max-iters", type=int, default=None,
                    help="total iterations (default: the preset's; paper: 10 epochs). Also sets the schedules' length")
     p.add_argument("--device", default=None, help="cpu | cuda | auto (default auto: CUDA when present)")
@@ -59,10 +60,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _record_stain_target(cfg: Any, out: str) -> Any:
+    """Write the Macenko target the run uses to OUT/stain_target.json (name, sha256, numbers).
+
+    A target *image* (the authors' PNG) is fitted here, once, and the run then loads the fitted JSON
+    (``stain_target`` points to it; reruns reuse it while the image's sha256 is unchanged). A JSON
+    target or the HERef default is used as given and only recorded.
+    """
+    from pathlib import Path
+
+    from ..stain.target import IMAGE_SUFFIXES, resolve_target
+
+    cached = Path(out) / "stain_target.json"
+    spec = cfg.stain_target
+    if spec and Path(spec).resolve() == cached.resolve():
+        return cfg
+    target = resolve_target(spec, cache_path=cached)
+    if spec and Path(spec).suffix.lower() in IMAGE_SUFFIXES:
+        cfg = cfg.replace(stain_target=str(cached))
+    else:
+        target.save(cached)
+    prov = target.provenance()
+    print(f"Macenko target: {prov['name']} (sha256 {prov['sha256'][:16]}...) recorded in {cached}", file=sys.stderr)
+    return cfg
+
+
 def run(args: argparse.Namespace) -> int:
     from ..pretrain.checkpoint import latest_checkpoint
     from ..pretrain.config import PretrainConfig
-    from ..pretrain.presets import get_preset
+    from ..pretrain.presets import check_init, get_preset
 
     over = parse_key_values(args.overrides, "--set")
     known = {f.name for f in dataclasses.fields(PretrainConfig)}
@@ -73,13 +99,20 @@ def run(args: argparse.Namespace) -> int:
         v = getattr(args, key)
         if v is not None:
             over[key] = v
+    init = over.get("init_checkpoint")
+    random_init = isinstance(init, str) and init.strip().lower() == "none"
+    if random_init:
+        over["init_checkpoint"] = None
     cfg = get_preset(args.preset, data=args.data, out_dir=args.out, **over)
     if args.show_config:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
+    check_init(cfg, explicit_none=random_init)
     prev = latest_checkpoint(args.out)
     if prev is not None and not args.resume:
         raise ValueError(f"{prev} exists: pass --resume to continue that run, or choose another --out")
+    if cfg.normalize:
+        cfg = _record_stain_target(cfg, args.out)
     from ..pretrain.trainer import train
 
     res = train(cfg, resume=args.resume, progress=not args.no_progress)

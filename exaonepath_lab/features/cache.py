@@ -6,7 +6,8 @@ Layout of ``FEATURES.h5``::
     norm_status     (N,)   UTF-8 strings (stain-normalization status per item; "none" if off)
     meta/<column>   (N,)   one dataset per column of the item meta table (attr ``columns`` = order)
     attrs: key      JSON of what produced it (encoder identity incl. checkpoint sha256,
-                    preprocessing, normalizer identity incl. target, patch-list sha256)
+                    preprocessing, normalizer identity incl. target and policy, how the
+                    dataset reads (out_px, MPP overrides, transform), patch-list sha256)
            key_sha256, format = "exaonepath-lab/features-v1", n_items, embed_dim
 
 While extraction runs, finished chunks are written atomically as ``FEATURES.h5.parts/
@@ -28,8 +29,10 @@ import pandas as pd
 from ..io import atomic_path, sha256_json, write_json_atomic
 
 FORMAT = "exaonepath-lab/features-v1"
-#: Meta columns that identify a patch (others, e.g. labels, do not change the pixels).
-IDENTITY_COLUMNS = ("path", "slide_id", "x", "y", "patch_size", "h5_path", "slide_path", "index_in_file")
+#: Meta columns that identify a patch (others, e.g. labels, do not change the pixels). ``mpp`` is the
+#: µm/px the patch was cut and is read at; the dataset's read size and transform are keyed separately
+#: (``extract.dataset_identity``).
+IDENTITY_COLUMNS = ("path", "slide_id", "x", "y", "patch_size", "mpp", "h5_path", "slide_path", "index_in_file")
 
 
 @dataclasses.dataclass(eq=False)

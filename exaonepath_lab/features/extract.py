@@ -7,9 +7,18 @@ tiles) and returns a :class:`~exaonepath_lab.features.cache.FeatureSet`. With ``
 the result is an HDF5 cache keyed by everything that produced it; a matching cache is
 reused, a different one is recomputed (saying which part of the key changed), and a killed
 run resumes from its last finished chunk.
+
+The key covers every input that changes the pixels the encoder sees (:func:`make_key`):
+the patch list (including each patch's µm/px), how the dataset reads it (``out_px``, MPP
+overrides, its ``transform``: :func:`dataset_identity`), the stain normalizer (method,
+constants, target, failure policy) and the encoder's preprocessing (resize/crop sizes,
+``--no-resize``), besides the encoder itself.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
+import inspect
 import json
 import logging
 import sys
@@ -21,7 +30,7 @@ import torch
 import torch.utils.data
 
 from .cache import FeatureSet, PartStore, describe_key_difference, load_features, patch_list_sha256, read_key, save_features
-from .preprocess import Preprocessing, check_image, normalize_stain, normalizer_identity
+from .preprocess import Preprocessing, _public_state, check_image, normalize_stain, normalizer_identity
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +46,79 @@ def _say(msg: str, progress: bool) -> None:
         print(f"[extract] {msg}", file=sys.stderr)
 
 
-def make_key(encoder: Any, pre: Preprocessing, normalizer: Any, meta: Any) -> dict[str, Any]:
-    """The cache key: encoder identity, preprocessing, normalizer identity, patch-list hash."""
+def transform_identity(transform: Any) -> Any:
+    """JSON-able identity of an image transform, stable across processes (for cache keys).
+
+    ``identity()``/``config()``/``to_dict()`` when the transform offers one; a function by
+    its qualified name, a hash of its byte code and constants, its defaults and closure;
+    ``functools.partial`` by its function and arguments; an object with its own ``repr``
+    (torchvision transforms, ``Compose``) by that repr; anything else by its public state.
+    """
+    if transform is None:
+        return None
+    if isinstance(transform, functools.partial):
+        return {"partial": transform_identity(transform.func),
+                "args": [transform_identity(a) if callable(a) else _public_state(a) for a in transform.args],
+                "keywords": {k: transform_identity(v) if callable(v) else _public_state(v)
+                             for k, v in sorted(transform.keywords.items())}}
+    if inspect.ismethod(transform):
+        return {"method": transform_identity(transform.__func__), "self": transform_identity(transform.__self__)}
+    if inspect.isfunction(transform):
+        code = transform.__code__
+        h = hashlib.sha256(code.co_code + repr(code.co_consts).encode() + repr(code.co_names).encode()).hexdigest()
+        cells = [c.cell_contents for c in transform.__closure__ or ()]
+        return {"function": f"{transform.__module__}.{transform.__qualname__}", "code_sha256": h,
+                "defaults": _public_state(transform.__defaults__),
+                "closure": [transform_identity(v) if callable(v) else _public_state(v) for v in cells]}
+    ident = normalizer_identity(transform) if any(
+        callable(getattr(transform, m, None)) for m in ("identity", "config", "to_dict")) else None
+    if ident is not None:
+        return ident
+    cls = type(transform)
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    r = repr(transform)
+    if cls.__repr__ is not object.__repr__ and " at 0x" not in r:
+        # Parts that describe themselves (a MacenkoTransform's normalizer: its full config, which its
+        # repr abbreviates) are added; plain state such as usage counters is not (it changes with use).
+        parts = {k: normalizer_identity(v) for k, v in sorted(getattr(transform, "__dict__", {}).items())
+                 if not k.startswith("_") and any(callable(getattr(v, m, None)) for m in ("identity", "config", "to_dict"))}
+        return {"class": name, "repr": r, **({"parts": parts} if parts else {})}
+    return {"class": name, "state": _public_state(transform)}
+
+
+def dataset_identity(dataset: Any) -> dict[str, Any]:
+    """How ``dataset`` turns its patch list into pixels: class, read size, MPP overrides, transform.
+
+    ``out_px`` (patches read resized to that many px) and ``mpp_overrides`` (the µm/px a
+    slide is opened with) of slide datasets, and every dataset's ``transform``. A wrapper
+    with ``.dataset`` (a subset) is described by what it wraps. A dataset may add its own
+    entries with a ``read_identity()`` method.
+    """
+    inner = getattr(dataset, "dataset", None)
+    if inner is not None and hasattr(inner, "meta"):
+        return {"class": type(dataset).__name__, "of": dataset_identity(inner)}
+    d: dict[str, Any] = {"class": type(dataset).__name__}
+    for attr in ("out_px", "mpp_overrides"):
+        if hasattr(dataset, attr):
+            d[attr] = _public_state(getattr(dataset, attr))
+    d["transform"] = transform_identity(getattr(dataset, "transform", None))
+    extra = getattr(dataset, "read_identity", None)
+    if callable(extra):
+        d.update(extra())
+    return d
+
+
+def make_key(encoder: Any, pre: Preprocessing, normalizer: Any, meta: Any, *, dataset: Any = None) -> dict[str, Any]:
+    """The cache key: encoder identity, preprocessing, normalizer identity, how the dataset reads, patch-list hash.
+
+    ``dataset``: the item dataset (its read size, MPP overrides and transform enter the
+    key through :func:`dataset_identity`); ``None`` records none.
+    """
     key = {
         "encoder": encoder.identity(),
         "preprocessing": pre.describe(),
         "normalizer": normalizer_identity(normalizer),
+        "dataset": dataset_identity(dataset) if dataset is not None else None,
         "patch_list_sha256": patch_list_sha256(meta),
         "n_items": int(len(meta)),
     }
@@ -92,7 +168,7 @@ def extract_features(
         encoder.model.to(device)
         encoder.device = torch.device(device)
     pre = Preprocessing.for_encoder(encoder, resize=resize, crop=crop)
-    key = make_key(encoder, pre, normalizer, meta)
+    key = make_key(encoder, pre, normalizer, meta, dataset=dataset)
     status_note = "computed"
     if cache_path is not None and not recompute:
         old = read_key(cache_path)

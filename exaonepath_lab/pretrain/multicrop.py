@@ -7,7 +7,12 @@ there), instead of DINO's per-image PIL pipeline:
 - random resized crop (torchvision's algorithm: scale in ``scale``, aspect ratio in
   [3/4, 4/3], 10 tries then a centre crop), bilinear via ``roi_align`` so that
   images of different sizes (512 px tiles at 0.25 µm/px beside 256 px tiles at
-  0.5 µm/px, paper §4.1) share one padded batch without being resized first;
+  0.5 µm/px, paper §4.1) share one padded batch without being resized first. The
+  padding of each smaller tile is refilled with copies of its own last row and column
+  (:func:`replicate_padding`), so a crop touching its right or bottom edge samples
+  exactly what the tile alone gives (``roi_align`` clamps at the border) and never the
+  padding, which would darken the edges of small tiles only: a shortcut tied to the
+  source slide's µm/px;
 - horizontal flip p=0.5;
 - colour jitter (brightness 0.4, contrast 0.4, saturation 0.2, hue 0.1) with p=0.8,
   the four operations in a random order per sample (as ``torchvision.ColorJitter``);
@@ -75,6 +80,28 @@ def random_resized_crop_boxes(
     x0 = torch.where(fb, (w_img - w_sel) / 2, torch.floor(v[:, 0] * (w_img - w_sel + 1)))
     y0 = torch.where(fb, (h_img - h_sel) / 2, torch.floor(v[:, 1] * (h_img - h_sel + 1)))
     return torch.stack([x0, y0, x0 + w_sel, y0 + h_sel], 1).float()
+
+
+def replicate_padding(images: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+    """Fill each image's padding (right of column ``W_i - 1``, below row ``H_i - 1``) with its edge pixels, in place.
+
+    ``images``: ``(B, C, H, W)`` float; ``sizes``: ``(B, 2)`` each image's own ``(H_i, W_i)``.
+    Bilinear sampling near ``W_i`` then blends the edge pixel with a copy of itself,
+    which is what ``roi_align`` does at a real image border (it clamps), so a crop of a
+    tile in a padded batch equals the crop of that tile alone.
+    """
+    hh, ww = images.shape[-2:]
+    for h, w in torch.unique(sizes.cpu(), dim=0).tolist():
+        if h > hh or w > ww or h < 1 or w < 1:
+            raise ValueError(f"image size {(h, w)} does not fit the batch tensor {(hh, ww)}")
+        if h == hh and w == ww:
+            continue
+        idx = ((sizes[:, 0].cpu() == h) & (sizes[:, 1].cpu() == w)).nonzero(as_tuple=True)[0].to(images.device)
+        sub = images[idx]
+        sub[:, :, :h, w:] = sub[:, :, :h, w - 1:w]
+        sub[:, :, h:, :] = sub[:, :, h - 1:h, :]
+        images[idx] = sub
+    return images
 
 
 def crop_and_resize(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
@@ -189,8 +216,9 @@ class MultiCropAugment:
     """``(images uint8 (B, 3, H, W), sizes (B, 2)) -> list of 2 + n_local float tensors (B, 3, s, s)``.
 
     Order: global-1, global-2, local-1..n (the teacher sees the first two).
-    ``sizes`` holds each image's own ``(H, W)`` inside a zero-padded batch; pass
-    ``None`` when all images fill the batch tensor. Randomness comes only from
+    ``sizes`` holds each image's own ``(H, W)`` inside a padded batch (the padding's
+    values are never sampled: :func:`replicate_padding`); pass ``None`` when all
+    images fill the batch tensor. Randomness comes only from
     ``generator``, so a batch's crops are reproducible from a seed (exact resume).
     """
 
@@ -281,7 +309,9 @@ class MultiCropAugment:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images (B, 3, H, W), got {tuple(images.shape)}; "
                              "convert HWC uint8 with images.permute(0, 3, 1, 2)")
-        x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+        x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float().clone()
         if sizes is None:
             sizes = torch.tensor([[x.shape[2], x.shape[3]]] * x.shape[0])
+        else:
+            replicate_padding(x, sizes)
         return [self.augment_view(x, sizes, v, generator) for v in self.views]

@@ -35,18 +35,29 @@ def cosine_schedule(
     return out
 
 
-def teacher_temp_schedule(warmup_temp: float, temp: float, total_iters: int, warmup_iters: int) -> np.ndarray:
+def teacher_temp_schedule(
+    warmup_temp: float, temp: float, total_iters: int, warmup_iters: int, *, mode: str = "fit"
+) -> np.ndarray:
     """Teacher temperature: linear ``warmup_temp -> temp`` over ``warmup_iters``, then flat.
 
-    DINO warms 0.04 -> 0.07 over 30 epochs; sharpening early (low temperature)
-    is what keeps the centred teacher from collapsing to the uniform output.
-    Clipped to the run: a run shorter than the warm-up still ends at ``temp``.
+    DINO warms 0.04 -> 0.07 (its ViT-B/16 run: over 50 epochs); sharpening early (low
+    temperature) is what keeps the centred teacher from collapsing to the uniform output.
+    A warm-up longer than the run is handled by ``mode``:
+
+    - ``"fit"``: the ramp is shortened to the run, so the run still ends at ``temp``;
+    - ``"dino"``: the ramp keeps its length and is cut where the run ends, as DINO's
+      per-epoch schedule would be (a 10-epoch run with a 50-epoch warm-up ends at
+      ``warmup_temp + (temp - warmup_temp) * 10 / 50``).
     """
     if total_iters < 1:
         raise ValueError(f"total_iters must be >= 1, got {total_iters}")
-    w = min(max(0, int(warmup_iters)), total_iters)
-    ramp = np.linspace(warmup_temp, temp, w) if w else np.zeros(0)
-    return np.concatenate([ramp, np.full(total_iters - w, temp)]).astype(np.float64)
+    if mode not in ("fit", "dino"):
+        raise ValueError(f"teacher temperature warm-up mode {mode!r}; use 'dino' or 'fit'")
+    w = max(0, int(warmup_iters))
+    if mode == "fit":
+        w = min(w, total_iters)
+    ramp = np.linspace(warmup_temp, temp, w)[:total_iters] if w else np.zeros(0)
+    return np.concatenate([ramp, np.full(total_iters - len(ramp), temp)]).astype(np.float64)
 
 
 def build_schedules(
@@ -62,6 +73,7 @@ def build_schedules(
     warmup_teacher_temp: float,
     teacher_temp: float,
     warmup_teacher_temp_iters: int,
+    teacher_temp_warmup: str = "fit",
 ) -> dict[str, np.ndarray]:
     """All per-iteration schedules of a run: ``lr``, ``wd``, ``momentum``, ``teacher_temp``."""
     return {
@@ -69,6 +81,6 @@ def build_schedules(
         "wd": cosine_schedule(weight_decay, weight_decay_end, total_iters),
         "momentum": cosine_schedule(momentum, momentum_end, total_iters),
         "teacher_temp": teacher_temp_schedule(
-            warmup_teacher_temp, teacher_temp, total_iters, warmup_teacher_temp_iters
+            warmup_teacher_temp, teacher_temp, total_iters, warmup_teacher_temp_iters, mode=teacher_temp_warmup
         ),
     }

@@ -177,13 +177,13 @@ def train(
     iters_per_epoch = sampler.num_batches
     total_iters = int(cfg.max_iters) if cfg.max_iters else cfg.epochs * iters_per_epoch
     stop_it = min(total_iters, int(stop_at)) if stop_at is not None else total_iters
-    tt_warm = cfg.warmup_teacher_temp_iters if cfg.warmup_teacher_temp_iters >= 0 else 30 * iters_per_epoch
+    tt_warm = cfg.teacher_temp_warmup_iters(iters_per_epoch)
     sched = build_schedules(
         total_iters=total_iters, peak_lr=cfg.peak_lr(info.world_size), min_lr=cfg.min_lr,
         warmup_iters=cfg.warmup_iters, weight_decay=cfg.weight_decay, weight_decay_end=cfg.weight_decay_end,
         momentum=cfg.momentum_teacher, momentum_end=cfg.momentum_teacher_end,
         warmup_teacher_temp=cfg.warmup_teacher_temp, teacher_temp=cfg.teacher_temp,
-        warmup_teacher_temp_iters=tt_warm,
+        warmup_teacher_temp_iters=tt_warm, teacher_temp_warmup=cfg.teacher_temp_warmup,
     )
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank

@@ -6,7 +6,7 @@ probe, weighted k-NN, manifests and the download validator.
 from __future__ import annotations
 
 from .check import CheckReport, check_all, check_dataset
-from .datasets import DATASETS, DatasetSpec, dataset_spec, load_dataset
+from .datasets import DATASETS, DatasetSpec, dataset_spec, load_dataset, resolve_dataset_root
 from .evaluate import evaluate_features, write_result
 from .knn import knn_scores, run_knn
 from .linear import LinearProbe, ProbeConfig, run_linear_probe, train_linear_probe
@@ -14,6 +14,6 @@ from .metrics import classification_metrics
 
 __all__ = [
     "DATASETS", "CheckReport", "DatasetSpec", "LinearProbe", "ProbeConfig", "check_all", "check_dataset",
-    "classification_metrics", "dataset_spec", "evaluate_features", "knn_scores", "load_dataset", "run_knn",
-    "run_linear_probe", "train_linear_probe", "write_result",
+    "classification_metrics", "dataset_spec", "evaluate_features", "knn_scores", "load_dataset", "resolve_dataset_root",
+    "run_knn", "run_linear_probe", "train_linear_probe", "write_result",
 ]

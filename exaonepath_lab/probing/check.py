@@ -12,10 +12,9 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from .datasets import DATASETS, dataset_spec
+from .datasets import DATASETS, dataset_spec, looks_like, resolve_dataset_root
 from .manifests import load_manifest
 
 
@@ -31,6 +30,7 @@ class CheckReport:
     n_items: int = 0
     n_unreadable: int = 0
     n_wrong_size: int = 0
+    layout: str = ""
 
     @property
     def ok(self) -> bool:
@@ -38,7 +38,8 @@ class CheckReport:
 
     def to_text(self) -> str:
         lines = [f"[{'OK' if self.ok else 'PROBLEMS'}] {self.dataset} at {self.root}: {self.n_items} items, "
-                 f"{self.n_unreadable} unreadable, {self.n_wrong_size} of unexpected size"]
+                 f"{self.n_unreadable} unreadable, {self.n_wrong_size} of unexpected size"
+                 + (f" (layout: {self.layout})" if self.layout else "")]
         if len(self.counts):
             lines.append(self.counts.to_string(index=False))
         lines += [f"  problem: {p}" for p in self.problems]
@@ -100,7 +101,7 @@ def _check_pcam_pixels(items: pd.DataFrame, progress: bool) -> tuple[list[str], 
     return problems, n_bad
 
 
-def _md5(path: Path) -> str:
+def md5_file(path: Path) -> str:
     h = hashlib.md5()  # noqa: S324 - md5 is what the sources publish
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -118,14 +119,15 @@ def check_dataset(
     checksums: bool = False,
     progress: bool = False,
 ) -> CheckReport:
-    """Check the folder ``root`` holding dataset ``name``.
+    """Check dataset ``name`` under ``root`` (its own folder, or a root of datasets:
+    :func:`~exaonepath_lab.probing.datasets.resolve_dataset_root`).
 
     ``expected`` overrides the manifest's ``partitions`` (``{partition: {"total": n, "per_class":
     {...}}}``; tests and subsets use it); ``image_size`` overrides the expected side in px.
     """
     spec = dataset_spec(name)
     manifest = load_manifest(name)
-    root = Path(root)
+    root = resolve_dataset_root(name, root)
     scan = spec.scan(root)
     items = scan.items
     problems, warnings = list(scan.problems), list(scan.warnings)
@@ -135,35 +137,78 @@ def check_dataset(
             what = "images" if r.class_name == "(total)" else f"images of class {r.class_name}"
             problems.append(f"partition {r.partition}: found {r.found} {what}, expected {r.expected}")
     n_bad = n_wrong = 0
-    if len(items) and name != "pcam":
+    if len(items) and "index_in_file" not in items.columns:  # image files (PCam: H5 rows, unless exported)
         p, n_bad, n_wrong = _check_images(items, image_size or spec.image_size, decode, progress)
         problems += p
     elif len(items) and decode:
         p, n_bad = _check_pcam_pixels(items, progress)
         problems += p
     if checksums:
-        for fname, md5 in manifest.get("checksums", {}).get("files", {}).items():
-            f = root / fname
-            if f.is_file():
-                got = _md5(f)
-                if got != md5:
-                    problems.append(f"{f}: md5 {got} differs from the recorded {md5} ({manifest['checksums']['note']})")
-            else:
-                warnings.append(f"checksum not verified: {fname} not in {root}")
-    return CheckReport(name, str(root), problems, warnings, counts, int(len(items)), n_bad, n_wrong)
+        p, w = verify_checksums(name, root)
+        problems += p
+        warnings += w
+        if "md5" in items.columns:  # TIL: the metadata CSV publishes every tile's md5
+            problems += _verify_item_md5s(items, progress)
+    return CheckReport(name, str(root), problems, warnings, counts, int(len(items)), n_bad, n_wrong, scan.layout)
+
+
+def _verify_item_md5s(items: pd.DataFrame, progress: bool) -> list[str]:
+    from tqdm.auto import tqdm
+
+    listed = items[items["md5"].astype(str).str.fullmatch(r"[0-9a-f]{32}")]
+    bad = [p for p, m in tqdm(zip(listed["path"], listed["md5"]), total=len(listed), desc="md5 of tiles",
+                              disable=not progress, unit="img") if md5_file(Path(p)) != m]
+    if bad:
+        return [f"{len(bad)} tiles differ from the md5 their metadata CSV publishes (e.g. {bad[:3]}); extract the "
+                "archive again"]
+    return []
+
+
+def verify_checksums(name: str, folder: str | Path) -> tuple[list[str], list[str]]:
+    """md5 of every file the manifest records a checksum for, found in ``folder`` or ``folder/downloads``
+    (where ``datasets fetch`` keeps the archives): (problems, warnings)."""
+    manifest = load_manifest(name)
+    folder = Path(folder)
+    problems, warnings = [], []
+    note = manifest.get("checksums", {}).get("note", "")
+    files = {k: v for k, v in manifest.get("checksums", {}).get("files", {}).items() if v}
+    if not files:
+        warnings.append(f"no published md5 for {name}: nothing to verify ({note})")
+    found = 0
+    for fname, md5 in files.items():
+        f = next((c for c in (folder / fname, folder / "downloads" / fname) if c.is_file()), None)
+        if f is None:
+            continue
+        found += 1
+        got = md5_file(f)
+        if got != md5:
+            problems.append(f"{f}: md5 {got} differs from the published {md5} ({note}); download it again")
+    if files and not found:
+        warnings.append(f"checksums not verified: none of {sorted(files)} is in {folder} or {folder / 'downloads'} "
+                        "(archives deleted after extraction?)")
+    return problems, warnings
+
+
+def present_datasets(root: str | Path) -> dict[str, Path]:
+    """``{dataset: folder}`` for every dataset found at ``root``: the root itself when it is one dataset's
+    folder, else its per-dataset folders (``root/<name>`` or a peer tool's folder name)."""
+    root = Path(root)
+    own = {n: root for n in DATASETS if looks_like(n, root)}
+    out = dict(own)
+    for n in DATASETS:
+        if n in out:
+            continue
+        d = resolve_dataset_root(n, root)
+        if d != root and d.is_dir() and (d.name == DATASETS[n].default_subdir or looks_like(n, d)):
+            out[n] = d
+    return out
 
 
 def check_all(root: str | Path, **kw: Any) -> tuple[list[CheckReport], list[str]]:
-    """Check every dataset whose default sub-folder (``data_manifests`` name, e.g. ``mhist``) exists
-    under ``root``; returns the reports and the names of the datasets not present."""
+    """Check every dataset present at ``root`` (a root holding one folder per dataset, or one dataset's
+    own folder); returns the reports and the names of the datasets not present."""
     root = Path(root)
-    reports, absent = [], []
-    for name, spec in DATASETS.items():
-        d = root / spec.default_subdir
-        # MSI CRC and STAD share a folder; each counts as present only if one of its folders is there.
-        prefix = {"msi_crc": "CRC_DX_", "msi_stad": "STAD_"}.get(name)
-        if d.is_dir() and (prefix is None or any(d.glob(prefix + "*"))):
-            reports.append(check_dataset(name, d, **kw))
-        else:
-            absent.append(f"{name} (expected at {d})")
+    found = present_datasets(root)
+    reports = [check_dataset(n, d, **kw) for n, d in found.items()]
+    absent = [f"{n} (expected at {root / s.default_subdir})" for n, s in DATASETS.items() if n not in found]
     return reports, absent

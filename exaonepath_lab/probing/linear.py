@@ -9,6 +9,11 @@ the kit's choices, each a named :class:`ProbeConfig` field:
   (z-score with the *train* mean/std) and ``"l2"`` are available for encoders whose feature
   scale makes lr 0.1 unstable.
 - ``init="dino"``: weight ~ N(0, 0.01), bias 0 (DINO's ``LinearClassifier``).
+- ``lr_schedule="constant"``: the paper gives one lr (0.1) and no schedule, so the kit keeps
+  it constant for all 12,500 iterations. DINO's ``eval_linear`` anneals its lr on a cosine to
+  0 (``CosineAnnealingLR``, stepped per epoch); ``lr_schedule="cosine"`` does the same per
+  iteration (``lr_t = lr * (1 + cos(pi * t / iterations)) / 2``, t = 0 at the first step),
+  and ``table`` footnotes every row that used it.
 - Sampling: iterations walk through a seeded permutation of the train split, reshuffled at every
   epoch; the last partial batch of an epoch is kept (PyTorch's ``drop_last=False`` default), so
   every train item is seen once per epoch.
@@ -46,6 +51,7 @@ class ProbeConfig(JobConfig):
     iterations: int = 12_500
     feature_norm: str = "none"  # none | standardize | l2
     init: str = "dino"  # dino (N(0, 0.01), bias 0) | torch (nn.Linear default)
+    lr_schedule: str = "constant"  # constant (the paper gives one lr) | cosine (DINO eval_linear, to 0)
     selection: str = "best_val"  # best_val | last
     eval_every: int = 500
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -55,6 +61,8 @@ class ProbeConfig(JobConfig):
             raise ValueError(f"feature_norm={self.feature_norm!r}: use 'none', 'standardize' or 'l2'")
         if self.init not in ("dino", "torch"):
             raise ValueError(f"init={self.init!r}: use 'dino' or 'torch'")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule={self.lr_schedule!r}: use 'constant' (paper) or 'cosine' (DINO eval_linear)")
         if self.selection not in ("best_val", "last"):
             raise ValueError(f"selection={self.selection!r}: use 'best_val' or 'last'")
         if self.iterations < 1 or self.batch_size < 1 or self.eval_every < 1:
@@ -227,8 +235,11 @@ def _train(x_train: np.ndarray, y_train: np.ndarray, *, n_classes: int, config: 
                     buf_w.mul_(config.momentum).add_(gw)
                     buf_b.mul_(config.momentum).add_(gb)
                 gw, gb = buf_w, buf_b
-            W.add_(gw, alpha=-config.lr)
-            b.add_(gb, alpha=-config.lr)
+            lr = config.lr
+            if config.lr_schedule == "cosine":  # torch's CosineAnnealingLR(T_max=iterations, eta_min=0)
+                lr = config.lr * 0.5 * (1.0 + math.cos(math.pi * (it - 1) / config.iterations))
+            W.add_(gw, alpha=-lr)
+            b.add_(gb, alpha=-lr)
             if has_val and (it % config.eval_every == 0 or it == config.iterations):
                 evaluate(it)
     last = snapshot(config.iterations)

@@ -1,8 +1,10 @@
 """PatchCamelyon: the six HDF5 files of the Zenodo release, read lazily.
 
 Layout (doi:10.5281/zenodo.2546921, after ``gunzip``): ``camelyonpatch_level_2_split_{train,valid,test}_
-{x,y}.h5`` with dataset ``x`` (N, 96, 96, 3) uint8 and ``y`` (N, 1, 1, 1) uint8 (1 = tumour in the
-central 32×32 px); optional ``camelyonpatch_level_2_split_{split}_meta.csv`` with a ``wsi`` column.
+{x,y}.h5`` with dataset ``x`` (N, 96, 96, 3) uint8 and ``y`` (N, 1, 1, 1) (1 = tumour in the central
+32×32 px; any integer or boolean dtype, or floats holding 0/1, and shape (N,), (N, 1) or (N, 1, 1, 1)
+are read: re-packaged copies differ); optional ``camelyonpatch_level_2_split_{split}_meta.csv`` with a
+``wsi`` column. Still-gzipped ``.h5.gz`` files are named with the exact ``gunzip`` command.
 Splits are the release's own (``valid`` -> ``val``); nothing is re-split.
 """
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..datasets import ItemDataset
-from .scan import COLUMNS, Scan, _frame
+from .scan import COLUMNS, Scan, _frame, list_images
 
 PCAM_CLASSES = ("no_tumor", "tumor")
 PCAM_PARTS = {"train": "train", "valid": "val", "test": "test"}
@@ -33,15 +35,22 @@ def scan_pcam(root: Path) -> Scan:
     root = Path(root)
     if not root.is_dir():
         return Scan(_frame([]), [f"dataset folder not found: {root} (expected camelyonpatch_level_2_split_*.h5)"])
-    scan = Scan(_frame([]))
+    champ = next((d for d in (root / "images", root) if (d / "train" / CHAMPKIT_CLASSES[0]).is_dir()), None)
+    if champ is not None and not any(root.glob("camelyonpatch_level_2_split_*")):
+        return _scan_champkit_pngs(root, champ)
+    scan = Scan(_frame([]), layout="camelyonpatch_level_2_split_*.h5 (gunzipped)")
     frames = []
     for part, split in PCAM_PARTS.items():
         n: dict[str, int] = {}
-        for kind, shape in (("x", PCAM_SHAPE), ("y", (1, 1, 1))):
+        for kind in ("x", "y"):
             f = pcam_file(root, part, kind)
             if not f.is_file():
                 gz = f.with_name(f.name + ".gz")
-                hint = f"; {gz.name} is there: run `gunzip {gz}`" if gz.is_file() else " (download it from doi:10.5281/zenodo.2546921)"
+                hint = (f"; {gz.name} is there (still gzipped): run `gunzip -k {gz}`, or `exaonepath-lab datasets "
+                        f"fetch pcam --root {root.parent}` which checks its md5 first" if gz.is_file() or
+                        (root / "downloads" / gz.name).is_file() else
+                        f" (download {gz.name} from doi:10.5281/zenodo.2546921 and `gunzip -k` it, or run "
+                        f"`exaonepath-lab datasets fetch pcam --root {root.parent}`)")
                 scan.problems.append(f"missing {f}{hint}")
                 continue
             try:
@@ -50,15 +59,30 @@ def scan_pcam(root: Path) -> Scan:
                         scan.problems.append(f"{f} has no dataset {kind!r} (keys: {list(h.keys())})")
                         continue
                     ds = h[kind]
-                    if tuple(ds.shape[1:]) != shape or ds.dtype != np.uint8:
-                        scan.problems.append(f"{f}: dataset {kind!r} is {ds.shape} {ds.dtype}, expected (N, "
-                                             f"{', '.join(map(str, shape))}) uint8")
-                        continue
+                    if kind == "x":
+                        if tuple(ds.shape[1:]) != PCAM_SHAPE or ds.dtype != np.uint8:
+                            scan.problems.append(f"{f}: dataset 'x' is {ds.shape} {ds.dtype}, expected (N, 96, 96, 3) uint8")
+                            continue
+                    else:
+                        if ds.ndim == 0 or int(np.prod(ds.shape[1:], dtype=np.int64)) != 1:
+                            scan.problems.append(f"{f}: dataset 'y' is {ds.shape} {ds.dtype}, expected one label per "
+                                                 "image, (N, 1, 1, 1) or (N,)")
+                            continue
+                        raw = np.asarray(ds[()]).reshape(-1)
+                        if raw.dtype.kind not in "biuf":
+                            scan.problems.append(f"{f}: dataset 'y' has dtype {raw.dtype}, expected integer labels 0/1")
+                            continue
+                        if raw.dtype.kind == "f" and not np.isin(raw, (0.0, 1.0)).all():
+                            scan.problems.append(f"{f}: dataset 'y' holds non-integer values; expected labels 0/1")
+                            continue
+                        y = raw.astype(np.int64)
                     n[kind] = ds.shape[0]
-                    if kind == "y":
-                        y = ds[()].reshape(-1).astype(np.int64)
             except OSError as e:
-                scan.problems.append(f"cannot read {f} ({e}); the file is truncated or corrupt: download it again")
+                with open(f, "rb") as fh:
+                    gz_magic = fh.read(2) == b"\x1f\x8b"
+                scan.problems.append(
+                    f"{f} is gzip data named .h5: run `mv {f} {f}.gz && gunzip -k {f}.gz`" if gz_magic else
+                    f"cannot read {f} ({e}); the file is truncated or corrupt: download it again")
                 continue
         if "x" in n and "y" in n and n["x"] != n["y"]:
             scan.problems.append(f"{part}: x has {n['x']} images but y has {n['y']} labels")
@@ -85,6 +109,28 @@ def scan_pcam(root: Path) -> Scan:
         frames.append(df)
     if frames:
         scan.items = pd.concat(frames, ignore_index=True)[COLUMNS + ["index_in_file"]]
+    return scan
+
+
+CHAMPKIT_CLASSES = ("tumor-negative", "tumor-positive")
+
+
+def _scan_champkit_pngs(root: Path, images: Path) -> Scan:
+    """ChampKit's export of the H5 files: ``images/{train,val,test}/{tumor-negative,tumor-positive}/<j>.png``
+    with ``j`` the row in the H5 file; items keyed like the H5 items (``..._x.h5#j``)."""
+    scan = Scan(_frame([]), layout="images/{train,val,test}/{tumor-negative,tumor-positive}/*.png (ChampKit export)")
+    rows = []
+    for part, split in PCAM_PARTS.items():
+        for label, cls in enumerate(CHAMPKIT_CLASSES):
+            d = images / split / cls
+            if not d.is_dir():
+                scan.problems.append(f"missing folder {d} (ChampKit's PNG export of PCam)")
+                continue
+            for f in list_images(d):
+                key = f"{pcam_file(root, part, 'x').name}#{int(f.stem)}" if f.stem.isdigit() else f"{split}/{cls}/{f.name}"
+                rows.append({"relpath": key, "path": str(f), "label": label, "class_name": PCAM_CLASSES[label],
+                             "partition": split, "patient": "", "slide_id": ""})
+    scan.items = _frame(rows)
     return scan
 
 

@@ -6,7 +6,12 @@ disagrees with its row mean rounded to 3 decimals is flagged (ResNet50 ImageNet:
 0.787, printed 0.786), and an incomplete row (Virchow) has no average, never a zero-filled one.
 
 User rows come from probe result JSONs (``exaonepath-lab probe`` writes them): one row per
-``model``, one column per dataset, the mean top-1 over seeds.
+``model``, one column per dataset, the mean top-1 over seeds. A user row whose protocol differs
+from the paper's (§4.4: Macenko in train and eval with the authors' target, SGD lr 0.1 held
+constant, momentum 0.9, no weight decay, batch 128, 12,500 iterations, Resize 256 -> CenterCrop
+224; the best-validation checkpoint, the kit's reading of the paper's val splits) is marked
+``‡n`` with a footnote naming every difference and the tasks it concerns
+(:func:`protocol_deviations`); ``table1.json`` and ``table1.csv`` carry the same list.
 """
 from __future__ import annotations
 
@@ -19,13 +24,63 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from ..io import write_text_atomic
+from ..io import write_json_atomic, write_text_atomic
 
 #: (dataset name of the kit, column header of the paper), in the paper's order.
 TASKS: list[tuple[str, str]] = [("pcam", "PCAM"), ("mhist", "MHIST"), ("crc100k", "CRC-100K"), ("til", "TIL Det."),
                                 ("msi_crc", "MSI CRC"), ("msi_stad", "MSI STAD")]
 RESULT_KIND = "exaonepath-lab/probe-result"
 DAGGER = "\u2020"
+DOUBLE_DAGGER = "\u2021"
+
+#: The linear-probe protocol of the paper (§4.4) that a result is compared with.
+PAPER_PROBE: dict[str, Any] = {"lr": 0.1, "lr_schedule": "constant", "momentum": 0.9, "weight_decay": 0.0,
+                               "batch_size": 128, "iterations": 12_500, "selection": "best_val"}
+#: The file name of the authors' Macenko target image (public EXAONEPath repository).
+AUTHORS_TARGET_STEM = "target_TCGA-55-A48X"
+
+
+def protocol_deviations(result: dict[str, Any]) -> list[str]:
+    """How a probe result's protocol differs from the paper's (empty list: it follows it).
+
+    Checks Macenko normalization (on, Macenko, fitted on the authors' TCGA-55-A48X target),
+    the probe's lr, lr schedule, momentum, weight decay, batch size, iterations, which
+    checkpoint was reported, and the Resize 256 -> CenterCrop 224 preprocessing.
+    """
+    out: list[str] = []
+    norm = result.get("normalizer")
+    if "normalizer" not in result:
+        out.append("stain normalization not recorded")
+    elif not norm:
+        out.append("no Macenko normalization")
+    elif norm.get("class") != "MacenkoNormalizer":
+        out.append(f"{norm.get('class')} instead of Macenko normalization")
+    else:
+        target = ((norm.get("config") or {}).get("target") or {})
+        if not str(target.get("source", "")).startswith(AUTHORS_TARGET_STEM):  # fit_files records the file name
+            out.append("Macenko target other than the authors' TCGA-55-A48X image (e.g. the HERef default)")
+    proto = result.get("protocol") or {}
+    if result.get("method", "linear") == "linear" and "protocol" not in result:
+        out.append("probe protocol not recorded")
+    elif result.get("method", "linear") == "linear":
+        for k, want in PAPER_PROBE.items():
+            got = proto.get(k, want)
+            if k == "selection":
+                used = str(result.get("selection_used", got))
+                if used != want:
+                    out.append(f"{used} checkpoint instead of best validation")
+            elif got != want:
+                what = {"lr": "lr", "lr_schedule": "lr schedule", "momentum": "momentum",
+                        "weight_decay": "weight decay", "batch_size": "batch size", "iterations": "SGD iterations"}[k]
+                out.append(f"{what} {got:,} instead of {want:,}" if isinstance(got, (int, float))
+                           and not isinstance(got, bool) else f"{what} {got} instead of {want}")
+    pre = result.get("preprocessing") or {}
+    if not pre:
+        out.append("preprocessing not recorded")
+    elif (pre.get("resize_size"), pre.get("crop_size")) != (256, 224):
+        out.append(f"preprocessing Resize {pre.get('resize_size')} -> CenterCrop {pre.get('crop_size')} "
+                   "instead of 256 -> 224")
+    return out
 
 
 def published_table1() -> pd.DataFrame:
@@ -110,6 +165,7 @@ def user_rows(results: Sequence[dict[str, Any]], *, method: str = "linear") -> p
         row[f"{ds}_std"] = r["test"]["top1"].get("std", math.nan)
         row[f"{ds}_norm_failures"] = sum(v for k, v in (r.get("normalization") or {}).get("test", {}).items()
                                          if k not in ("ok", "none"))
+        row.setdefault("protocol_deviations", {})[ds] = protocol_deviations(r)
         if ds not in dict(TASKS) and ds not in extra:
             extra.append(ds)
     df = pd.DataFrame(list(rows.values()))
@@ -188,10 +244,33 @@ def table1_cells(df: pd.DataFrame, *, mark: bool = True, show_std: bool = True) 
         cells.append(avg)
         cells += [_fmt(r.get(c, math.nan), r.get(f"{c}_std", math.nan), show_std) for c in extra]
         rows.append(cells)
+    n_dev = 0
+    for i, (_, r) in enumerate(df.iterrows()):
+        text = deviation_note(r.get("protocol_deviations"))
+        if mark and text:
+            n_dev += 1
+            rows[i][0] += f" {DOUBLE_DAGGER}{n_dev}"
+            notes.append(f"{DOUBLE_DAGGER}{n_dev} {r['model']}: protocol differs from the paper's: {text}")
     if any(df["group"] == "user"):
         notes.append("User rows: mean top-1 over seeds (± sample std) of the kit's linear probe; "
                      "Avg only when all six tasks are present. Extra columns are not part of Avg.")
     return header, rows, notes
+
+
+def deviation_note(deviations: Any) -> str:
+    """``{dataset: [deviation, ...]}`` -> "no Macenko normalization (PCAM, MHIST); lr 0.05 instead of 0.1 (all tasks)"."""
+    if not isinstance(deviations, dict) or not deviations:
+        return ""
+    names = dict(TASKS)
+    by_dev: dict[str, list[str]] = {}
+    for ds, devs in deviations.items():
+        for d in devs or []:
+            by_dev.setdefault(d, []).append(names.get(ds, ds))
+    parts = []
+    for d, tasks in by_dev.items():
+        where = "all tasks" if len(tasks) == len(deviations) and len(deviations) > 1 else ", ".join(tasks)
+        parts.append(f"{d} ({where})")
+    return "; ".join(parts)
 
 
 def table1_markdown(df: pd.DataFrame, *, mark: bool = True, show_std: bool = True) -> str:
@@ -222,14 +301,32 @@ def table1_csv(df: pd.DataFrame) -> str:
     cols = ["model", "group", "wsis", "patches", "params"] + [c for c, _ in TASKS] + ["avg", "avg_published", "avg_flag"]
     extra = list(df.attrs.get("extra_datasets", []))
     std = [c for c in df.columns if c.endswith("_std")]
-    return df[cols + extra + std].to_csv(index=False, float_format="%.6g")
+    out = df[cols + extra + std].copy()
+    devs = df["protocol_deviations"] if "protocol_deviations" in df.columns else [None] * len(df)
+    out["protocol_deviations"] = [deviation_note(d) for d in devs]
+    return out.to_csv(index=False, float_format="%.6g")
+
+
+def table1_json(df: pd.DataFrame) -> dict[str, Any]:
+    """Rows (numbers, NaN as null) with each user row's protocol deviations per dataset, and the footnotes."""
+    _, _, notes = table1_cells(df)
+    rows = []
+    for _, r in df.iterrows():
+        d = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()
+             if k != "protocol_deviations" and not isinstance(v, (dict, list))}
+        devs = r.get("protocol_deviations")
+        d["protocol_deviations"] = devs if isinstance(devs, dict) else {}
+        d["follows_paper_protocol"] = not deviation_note(devs)
+        rows.append(d)
+    return {"kind": "exaonepath-lab/table1", "paper_probe_protocol": PAPER_PROBE, "rows": rows, "footnotes": notes}
 
 
 def write_table1(df: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
-    """Write ``table1.md``, ``table1.html``, ``table1.csv`` atomically into ``out_dir``."""
+    """Write ``table1.md``, ``table1.html``, ``table1.csv``, ``table1.json`` atomically into ``out_dir``."""
     out = Path(out_dir)
     return {
         "md": write_text_atomic(out / "table1.md", table1_markdown(df)),
         "html": write_text_atomic(out / "table1.html", table1_html(df)),
         "csv": write_text_atomic(out / "table1.csv", table1_csv(df)),
+        "json": write_json_atomic(out / "table1.json", table1_json(df)),
     }

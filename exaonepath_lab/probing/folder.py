@@ -1,0 +1,156 @@
+"""The user's own labelled patches: ``--dataset folder``, how a researcher evaluates an encoder on an
+in-house task with the same probe, k-NN and Table 1 machinery as the paper's datasets.
+
+Two inputs:
+
+* a folder ``ROOT/<class>/<slide or patient>/*.png`` (any image suffix; deeper sub-folders inside a
+  slide folder are read too). A slide folder of the same name under two classes is one slide;
+* a CSV with columns ``path`` (relative to the CSV, or absolute), ``label`` (class name or integer)
+  and one of ``slide``, ``slide_id``, ``patient``, ``patient_id``, ``group``.
+
+The split is by slide/patient, never by patch: :func:`~exaonepath_lab.probing.splits.group_split_labels`
+(``round(G * test_fraction)`` groups to test, ``round(G * val_fraction)`` to validation, stratified by
+the group's majority label), saved to ``<root>/splits/folder_<name>_split_seed<seed>_val<v>_test<t>.csv``
+(or ``split_dir``) and validated on reload, like the paper datasets. Classes are the sorted class
+names (label = index); the result's dataset name is ``folder:<name>`` (``name``: the folder or CSV
+stem), which ``exaonepath-lab table`` shows as its own column.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from ..datasets import IMAGE_SUFFIXES
+from .scan import KIT_DIRS, COLUMNS, Scan, _frame
+from .splits import group_split_labels, load_or_create_assignment, split_file_path
+
+GROUP_COLUMNS = ("slide", "slide_id", "patient", "patient_id", "group")
+
+
+def folder_task_name(root: str | Path) -> str:
+    """``folder:<name>`` for a folder or CSV (its stem)."""
+    p = Path(root)
+    return f"folder:{p.stem if p.suffix.lower() == '.csv' else p.resolve().name}"
+
+
+def _scan_csv(csv: Path) -> Scan:
+    scan = Scan(_frame([]), layout="CSV path,label,slide/patient")
+    try:
+        df = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    except Exception as e:  # noqa: BLE001
+        return Scan(_frame([]), [f"cannot read {csv}: {e}"])
+    df.columns = [c.strip().lower() for c in df.columns]
+    group = next((c for c in GROUP_COLUMNS if c in df.columns), None)
+    miss = [c for c in ("path", "label") if c not in df.columns] + ([] if group else ["slide or patient"])
+    if miss:
+        scan.problems.append(f"{csv} lacks columns {miss} (has {list(df.columns)}); it needs path, label and one of "
+                             f"{list(GROUP_COLUMNS)} (the split is by slide/patient, never by patch)")
+        return scan
+    if (df[group].str.strip() == "").any():
+        n = int((df[group].str.strip() == "").sum())
+        scan.problems.append(f"{csv}: {n} rows have an empty {group!r}; every patch needs its slide/patient")
+    labels = df["label"].str.strip()
+    numeric = labels.str.fullmatch(r"-?\d+").all()
+    classes = [str(c) for c in sorted(set(labels.astype(int)))] if numeric else sorted(set(labels))
+    if numeric and classes != [str(i) for i in range(len(classes))]:
+        scan.problems.append(f"{csv}: integer labels must be 0..K-1, found {classes}")
+    paths = [Path(p) if Path(p).is_absolute() else csv.parent / p for p in df["path"].str.strip()]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        scan.problems.append(f"{len(missing)} files listed in {csv} do not exist (e.g. {missing[:3]}); paths are "
+                             f"relative to {csv.parent}")
+    rows = []
+    for p, lab, g in zip(paths, labels, df[group].str.strip()):
+        if not p.is_file():
+            continue
+        k = int(lab) if numeric else classes.index(lab)
+        rel = p.relative_to(csv.parent).as_posix() if p.is_relative_to(csv.parent) else str(p)
+        rows.append({"relpath": rel, "path": str(p), "label": k, "class_name": classes[k], "partition": "all",
+                     "patient": g, "slide_id": g})
+    scan.items = _frame(rows)
+    if scan.items["relpath"].duplicated().any():
+        scan.problems.append(f"{csv}: {int(scan.items['relpath'].duplicated().sum())} paths listed twice")
+    scan.items.attrs["classes"] = classes
+    return scan
+
+
+def scan_folder(root: str | Path) -> Scan:
+    """Items of ``ROOT/<class>/<slide>/**/*.<image>`` or of a CSV (see the module doc)."""
+    root = Path(root)
+    if root.suffix.lower() == ".csv":
+        return _scan_csv(root) if root.is_file() else Scan(_frame([]), [f"CSV not found: {root}"])
+    if not root.is_dir():
+        return Scan(_frame([]), [f"folder not found: {root} (expected <class>/<slide or patient>/*.png, or a CSV "
+                                 "with path,label,slide)"])
+    scan = Scan(_frame([]), layout="<class>/<slide or patient>/*")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in KIT_DIRS
+                     and not p.name.startswith("."))
+    if len(classes) < 2:
+        scan.problems.append(f"{root}: found {len(classes)} class folder(s) {classes}; a task needs >= 2 "
+                             "(ROOT/<class>/<slide or patient>/*.png)")
+        return scan
+    rows, loose = [], []
+    for k, cls in enumerate(classes):
+        for f in sorted((root / cls).iterdir()):
+            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+                loose.append(f)
+        for slide in sorted(p for p in (root / cls).iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for f in sorted(slide.rglob("*")):
+                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."):
+                    rows.append({"relpath": f.relative_to(root).as_posix(), "path": str(f), "label": k,
+                                 "class_name": cls, "partition": "all", "patient": slide.name, "slide_id": slide.name})
+    if loose:
+        scan.problems.append(f"{len(loose)} images lie directly in a class folder (e.g. {loose[0]}): put each patch in "
+                             f"a folder named after its slide or patient, ROOT/<class>/<slide>/, so the split can keep "
+                             "a slide's patches together (a patch-level split leaks), or list them in a CSV with "
+                             "path,label,slide")
+    scan.items = _frame(rows)
+    scan.items.attrs["classes"] = classes
+    if not rows:
+        scan.problems.append(f"no images under {root}/<class>/<slide>/")
+    return scan
+
+
+def load_folder_dataset(
+    root: str | Path,
+    *,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    split_dir: str | Path | None = None,
+    transform: Callable[[np.ndarray], Any] | None = None,
+) -> Any:
+    """The user's labelled patches with a saved slide/patient-level train/val/test split (item protocol)."""
+    from .datasets import FileItemDataset
+
+    root = Path(root)
+    scan = scan_folder(root)
+    if scan.problems:
+        raise ValueError(f"folder dataset at {root}: " + "; ".join(scan.problems))
+    items = scan.items.copy()
+    classes = list(scan.items.attrs["classes"])
+    name = folder_task_name(root)
+    base = root.parent if root.suffix.lower() == ".csv" else root
+    where = Path(split_dir) if split_dir is not None else base / "splits"
+    safe = name.replace(":", "_")
+    rule = {"dataset": name, "rule": "group (slide/patient) train/val/test, stratified by the group's majority label",
+            "val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed,
+            "order": "groups sorted; numpy.random.default_rng(seed) for test, seed+1 for val; largest remainder"}
+    items["split"] = load_or_create_assignment(
+        items["relpath"].to_numpy(),
+        lambda: group_split_labels(items["relpath"].to_numpy(), items["patient"].to_numpy(), items["label"].to_numpy(),
+                                   val_fraction=val_fraction, test_fraction=test_fraction, seed=seed),
+        path=split_file_path(where, safe, seed, val_fraction, test_fraction), rule=rule,
+        allowed=("train", "val", "test"))
+    per_group = items.groupby("patient")["split"].nunique()
+    if (per_group > 1).any():  # a saved file edited by hand, or patches moved between slides
+        raise ValueError(f"slide/patient {per_group[per_group > 1].index[0]!r} is in two splits of the saved split "
+                         f"under {where}; delete that split file to regenerate it")
+    items["dataset"] = name
+    ds = FileItemDataset(items[COLUMNS + ["split", "dataset"]], transform=transform)
+    ds.classes = classes  # type: ignore[attr-defined]
+    ds.dataset_name = name  # type: ignore[attr-defined]
+    return ds
