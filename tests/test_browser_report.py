@@ -118,3 +118,39 @@ def _visible_images(frame) -> list[dict]:
         const r = i.getBoundingClientRect(), s = getComputedStyle(i);
         return i.complete && i.naturalWidth > 0 && r.width > 0 && r.height > 0 && s.display !== 'none'
                && s.visibility !== 'hidden'; }).map(i => ({src: i.src.slice(0, 40), w: i.getBoundingClientRect().width}))""")
+
+
+def test_browser_checks_catch_undrawn_points_and_outside_requests(tmp_path: Path) -> None:
+    """The checks above can fail: a hidden trace is reported point by point, a web request is caught."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure([go.Scattergl(x=[0, 1, 2, 3], y=[0, 1, 0, 1], mode="markers", name="gl"),
+                     go.Scatter(x=[0, 1, 2], y=[1, 0, 1], mode="markers", name="svg")])
+    fig.update_layout(width=500, height=400, template="plotly_white")
+    page_path = tmp_path / "fig.html"
+    fig.write_html(page_path, include_plotlyjs="directory")
+    with browser_session("browser_checks_selftest") as session:
+        page = session.new_page(viewport=(600, 500))
+        page.goto(page_path.as_uri(), wait_until="load")
+        wait_for_plots(page)
+        page.wait_for_timeout(300)
+        assert undrawn_points(page) == (7, [])
+        page.evaluate("() => Plotly.restyle(document.querySelector('.js-plotly-plot'), {'marker.opacity': 0}, [0])")
+        page.wait_for_timeout(500)
+        total, problems = undrawn_points(page)
+        assert total == 7 and len(problems) == 1 and "'gl' (scattergl): 4 of 4 points not drawn" in problems[0], problems
+        session.assert_clean()
+        page.set_content("<img src='https://example.invalid/x.png'><img src='data:image/png;base64,iVBORw0KGgo='>")
+        assert session.log.outside_requests == ["https://example.invalid/x.png"]
+
+
+def test_missing_chromium_skips_locally_and_fails_under_ci(monkeypatch, tmp_path: Path) -> None:
+    from _browser import CHROMIUM_ENV, chromium_executable
+
+    monkeypatch.setenv(CHROMIUM_ENV, str(tmp_path / "no-such-chromium"))
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no-such-chromium"):
+        chromium_executable()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        chromium_executable()
