@@ -12,7 +12,7 @@ import pytest
 
 from _browser import browser_session, plots, undrawn_points, wait_for_plots
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(600)  # the first test may build the smoke cohort and the demo report
 
 #: For every iframe of the report: its URL and the title of the report section it sits in.
 _IFRAMES_JS = """() => Array.from(document.querySelectorAll('iframe')).map(f => {

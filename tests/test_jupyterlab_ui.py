@@ -180,7 +180,7 @@ def seed1_checkpoint(smoke_inputs: dict, tmp_path_factory: pytest.TempPathFactor
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(600)
 def test_notebook03_runs_in_jupyterlab_and_its_explorer_responds(jupyterlab, smoke_inputs: dict, seed1_checkpoint: str,
                                                                   tmp_path: Path) -> None:
     lab = jupyterlab
