@@ -33,6 +33,15 @@ def demo_report(smoke_inputs: dict) -> Path:
     return run_demo(DemoConfig(out_dir=str(out), smoke=True), progress=False)
 
 
+#: The reports a user opens from disk, each built by its own fixture (``<name>_report``).
+REPORTS = ["demo"]
+
+
+@pytest.fixture(params=REPORTS)
+def report(request: pytest.FixtureRequest) -> Path:
+    return request.getfixturevalue(f"{request.param}_report")
+
+
 def _open_report(session, index: Path):
     """Open the report, scroll every (lazy) iframe into view and wait for its figures to draw."""
     page = session.new_page()
@@ -50,9 +59,9 @@ def _open_report(session, index: Path):
 
 
 @pytest.mark.slow
-def test_report_opens_offline_and_draws_every_point(demo_report: Path) -> None:
-    with browser_session("report_offline_points") as session:
-        page, frames = _open_report(session, demo_report)
+def test_report_opens_offline_and_draws_every_point(report: Path, request: pytest.FixtureRequest) -> None:
+    with browser_session(f"{request.node.name}") as session:
+        page, frames = _open_report(session, report)
         assert frames, "the report shows no interactive figure"
         assert page.evaluate("typeof Plotly") == "object" or all(
             f.evaluate("typeof Plotly") == "object" for _, f, _ in frames), "plotly.js did not load"
@@ -79,9 +88,9 @@ def test_report_opens_offline_and_draws_every_point(demo_report: Path) -> None:
 
 
 @pytest.mark.slow
-def test_report_figure2_hover_shows_the_patch(demo_report: Path) -> None:
-    with browser_session("report_figure2_hover") as session:
-        page, frames = _open_report(session, demo_report)
+def test_report_figure2_hover_shows_the_patch(report: Path, request: pytest.FixtureRequest) -> None:
+    with browser_session(f"{request.node.name}") as session:
+        page, frames = _open_report(session, report)
         fig2 = [(info, f, el) for info, f, el in frames if "Figure 2" in info["section"]]
         assert fig2, f"no interactive figure in the report's Figure 2 section ({[i['section'] for i, _, _ in frames]})"
         info, frame, el = fig2[0]
