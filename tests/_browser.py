@@ -233,13 +233,14 @@ def undrawn_points(frame: Any, index: int = 0, *, tolerance: int = 40) -> tuple[
     if p["bars"] < n_bars:
         problems.append(f"figure {p['id']}: {p['bars']} bars drawn for {n_bars} non-zero bars in the data")
     for t in p["traces"]:
-        missing = 0
+        missing = []
         for x, y in t["points"]:
             total += 1
             xi, yi = int(round(x)), int(round(y))
             patch = img[max(yi - 2, 0):min(yi + 3, h), max(xi - 2, 0):min(xi + 3, w)]
             if patch.size == 0 or np.abs(patch - bg).max(axis=-1).max() < tolerance:
-                missing += 1
+                missing.append((xi, yi))
         if missing:
-            problems.append(f"figure {p['id']} trace {t['name']!r} ({t['type']}): {missing} of {t['n']} points not drawn")
+            problems.append(f"figure {p['id']} trace {t['name']!r} ({t['type']}): {len(missing)} of {t['n']} points "
+                            f"not drawn, e.g. at px {missing[:3]} of the {w}x{h} figure as shown")
     return total, problems

@@ -186,7 +186,7 @@ def test_notebook03_runs_in_jupyterlab_and_its_explorer_responds(jupyterlab, smo
     lab = jupyterlab
     nb_path = _prepare_notebook(lab.root, {**smoke_inputs, "ckpt_norm": seed1_checkpoint}, tmp_path / "nb_out")
     local = lambda url: url.startswith((f"{lab.url}/", f"ws://127.0.0.1:{lab.port}/"))
-    with browser_session("jupyterlab_notebook03", allowed=local, viewport=(1400, 1000)) as session:
+    with browser_session("jupyterlab_notebook03", allowed=local, viewport=(1800, 1000)) as session:
         page = session.new_page()
         page.set_default_timeout(60_000)
         page.goto(f"{lab.url}/lab/tree/{nb_path.name}?token={lab.token}", wait_until="domcontentloaded")
@@ -228,6 +228,15 @@ def test_notebook03_runs_in_jupyterlab_and_its_explorer_responds(jupyterlab, smo
         errors = [(c.execution_count, o.get("ename"), o.get("evalue")) for c in codes for o in c.outputs
                   if o.output_type == "error"]
         assert not errors, f"error outputs in notebook 03: {errors}"
+
+        # The notebook's interactive figures (plotly's JupyterLab renderer) draw every point. (Figure 2 is
+        # 1260 px wide: the 1800 px window leaves room for it beside JupyterLab's side bar.)
+        figures = wait_for_plots(page)
+        for k in range(len(figures)):
+            page.locator(".js-plotly-plot").nth(k).scroll_into_view_if_needed()
+            page.wait_for_timeout(300)
+            total, problems = undrawn_points(page, k)
+            assert total > 0 and not problems, "notebook figure: " + "; ".join(problems)
 
         # The explorer: its dropdowns / toggle buttons by description.
         encoder = _control(page, "dropdown", "encoder")
