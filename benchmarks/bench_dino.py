@@ -32,22 +32,31 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL_HE = ROOT / ".." / "shared" / "data" / "real_he"
 WARMUP = 2  # iterations left out of the rates (first DataLoader, allocator warm-up)
 
 
 class RealPatches(torch.utils.data.Dataset):
-    """``n`` random ``size``-px patches cut from the real H&E images (item protocol)."""
+    """``n`` random ``size``-px patches cut from real H&E images (item protocol): the wider set's stain
+    references and TCGA tiles when ``$EXAONEPATH_LAB_REAL_HE`` names it, else the fetched sample data
+    (``self.data_set`` says which)."""
 
     def __init__(self, n: int, size: int = 256, seed: int = 0) -> None:
         import pandas as pd
 
+        from _data import real_he_dir
         from exaonepath_lab.datasets import read_rgb
+        from exaonepath_lab.sample_data import fetch_sample_data
 
-        files = sorted(p for p in (REAL_HE / "stain_refs").rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif", ".tiff"))
-        files += sorted((REAL_HE / "multi_source" / "mopadi").rglob("*.png"))
+        root = real_he_dir()
+        if root is not None:
+            files = sorted(p for p in (root / "stain_refs").rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif", ".tiff"))
+            files += sorted((root / "multi_source" / "mopadi").rglob("*.png"))
+            self.data_set = "real_he (EXAONEPATH_LAB_REAL_HE)"
+        else:
+            files = list(fetch_sample_data().values())
+            self.data_set = "sample-data"
         if not files:
-            raise FileNotFoundError(f"no real H&E images under {REAL_HE}; see ../shared/data/real_he/README.md")
+            raise FileNotFoundError(f"no real H&E images under {root}")
         images = []
         for f in files:
             try:
@@ -186,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         "crops": f"2x{cfg.global_crop_size}+{cfg.n_local_crops}x{cfg.local_crop_size}",
         "batch": cfg.batch_size,
         "threads": args.threads,
+        "data_set": ds.data_set,
         "ours_img_per_s": round(max(ours), 2),
         "lightly_img_per_s": round(max(theirs), 2),
         "ratio_vs_lightly": round(max(ours) / max(theirs), 3),

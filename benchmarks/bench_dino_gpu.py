@@ -200,11 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda:0")
     cfg = get_preset("paper", batch_size=args.batch, device="cuda", num_workers=4)
     try:
-        from bench_dino import RealPatches  # real H&E patches when ../shared is there
+        from bench_dino import RealPatches  # real H&E: the wider set if configured, else the sample data
 
         ds = RealPatches(args.batch * (args.iters + 1))
-        source = "real_he"
-    except (FileNotFoundError, ImportError, IndexError, ZeroDivisionError):
+        source = ds.data_set
+    except (FileNotFoundError, ImportError, IndexError, ZeroDivisionError, RuntimeError):  # e.g. offline
         ds = SyntheticPatches(args.batch * (args.iters + 1))
         source = "synthetic"
     images = torch.stack([torch.from_numpy(ds[i]["image"]).permute(2, 0, 1) for i in range(args.batch)])

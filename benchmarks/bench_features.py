@@ -16,20 +16,21 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real_he"
-
-
-def patches_256(n: int) -> list[np.ndarray]:
+def patches_256(n: int) -> tuple[list[np.ndarray], str]:
+    """``n`` real 256 px patches (cycled) of one large image: the wider set's downsampled whole slide when
+    ``$EXAONEPATH_LAB_REAL_HE`` names it, else the sample data's CMU-1 region; and the set's label."""
+    from _data import he_images
     from exaonepath_lab.datasets import read_rgb
 
-    img = read_rgb(REAL / "multi_source" / "histoprep_slide.jpeg")
-    out = [img[y:y + 256, x:x + 256] for y in range(0, 2500 - 255, 256) for x in range(0, 2500 - 255, 256)]
-    return [out[i % len(out)] for i in range(n)]
+    (path,), data_set = he_images(["multi_source/histoprep_slide.jpeg"], sample=["cmu-small-region.svs"])
+    img = read_rgb(path)
+    h, w = img.shape[:2]
+    out = [img[y:y + 256, x:x + 256] for y in range(0, h - 255, 256) for x in range(0, w - 255, 256)]
+    return [out[i % len(out)] for i in range(n)], data_set
 
 
 class ListDataset:
@@ -53,7 +54,7 @@ def bench_extract(n: int, device: str, batch: int) -> dict:
     from exaonepath_lab.encoders import create_encoder
     from exaonepath_lab.features import extract_features
 
-    imgs = patches_256(n)
+    imgs, data_set = patches_256(n)
     enc = create_encoder("random:exaonepath", device=device)
     ds = ListDataset(imgs)
     extract_features(enc, ListDataset(imgs[:batch]), batch_size=batch, progress=False)  # warm-up
@@ -76,7 +77,7 @@ def bench_extract(n: int, device: str, batch: int) -> dict:
         torch.cuda.synchronize()
     plain = time.perf_counter() - t
     diff = float(np.abs(torch.cat(outs).numpy() - fs.features).max())
-    return {"images": n, "ours_img_s": n / ours, "plain_timm_img_s": n / plain, "ratio": plain / ours,
+    return {"images": n, "data_set": data_set, "ours_img_s": n / ours, "plain_timm_img_s": n / plain, "ratio": plain / ours,
             "max_abs_diff_vs_plain": diff}
 
 

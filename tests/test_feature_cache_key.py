@@ -72,8 +72,8 @@ def test_mpp_used_to_read_is_in_the_key(tiles: Path, tmp_path: Path, enc) -> Non
     assert r.key["dataset"]["mpp_overrides"] == {sid: 0.46}
 
 
-def test_dataset_transform_is_in_the_key(real_he: Path, tmp_path: Path, enc) -> None:
-    root = real_he / "multi_source" / "mopadi"
+def test_dataset_transform_is_in_the_key(sample_tiles: Path, tmp_path: Path, enc) -> None:
+    root = sample_tiles  # 10 real H&E tiles of three sizes
     cache = tmp_path / "f.h5"
 
     def darker(im: np.ndarray, f: float) -> np.ndarray:
@@ -99,10 +99,10 @@ def test_dataset_transform_is_in_the_key(real_he: Path, tmp_path: Path, enc) -> 
             assert not np.allclose(feats[a], feats[b], atol=1e-4)
 
 
-def test_macenko_target_and_policy_are_in_the_key(real_he: Path, tmp_path: Path, enc) -> None:
+def test_macenko_target_and_policy_are_in_the_key(sample_tiles: Path, tmp_path: Path, enc) -> None:
     from exaonepath_lab.stain import MacenkoNormalizer, StainTarget
 
-    root = real_he / "multi_source" / "mopadi"
+    root = sample_tiles  # 10 real H&E tiles of three sizes
     ds = ImageFolderDataset(root, labels_from_dirs=False)
     cache = tmp_path / "f.h5"
     base = extract_features(enc, ds, normalizer=MacenkoNormalizer(backend="torch"), cache_path=cache, progress=False)

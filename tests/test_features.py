@@ -7,19 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from exaonepath_lab.datasets import ImageFolderDataset
+from exaonepath_lab.datasets import ImageFolderDataset, read_rgb
 from exaonepath_lab.encoders import create_encoder
 from exaonepath_lab.features import FeatureSet, Preprocessing, extract_features, load_features
 
 torch.set_num_threads(2)
-REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real_he"
 TINY = {"img_size": 32, "patch_size": 8, "depth": 2}
 
 
 @pytest.fixture(scope="module")
-def tiles() -> ImageFolderDataset:
-    """10 real tiles of 3 sizes (224, 256, 512 px) from two TCGA slides and CRC-VAL-HE-7K."""
-    return ImageFolderDataset(REAL / "multi_source" / "mopadi", labels_from_dirs=False)
+def tiles(sample_tiles: Path) -> ImageFolderDataset:
+    """10 real tiles of 3 sizes (224, 256, 448 px) cut from the fetched sample data (CMU-1, TIAToolbox, StarDist)."""
+    return ImageFolderDataset(sample_tiles, labels_from_dirs=False)
 
 
 @pytest.fixture(scope="module")
@@ -100,17 +99,33 @@ def test_interrupted_extraction_resumes_from_finished_chunks(tmp_path: Path, til
     assert fs2.cache_status == "computed"
 
 
-def test_stain_failures_are_kept_with_their_status(tmp_path: Path, enc) -> None:
+def test_stain_failures_are_kept_with_their_status(tmp_path: Path, enc, real_he: Path) -> None:
+    names = ["no-tissue.png", "almost-white-2.png", "tcga-lung-rgb.png", "tissue-level0-7352-11762-7864-12274.png"]
+    root = real_he / "multi_source" / "histolab_tiles"
+    _check_stain_failures_kept(ImageFolderDataset(root, labels_from_dirs=False, paths=[root / n for n in names]),
+                               "tcga-lung-rgb.png", "no-tissue.png", enc, tmp_path)
+
+
+def test_stain_failures_are_kept_with_their_status_on_sample_data(tmp_path: Path, enc, sample_he) -> None:
+    from PIL import Image
+
+    cmu = read_rgb(sample_he["cmu-small-region.svs"])
+    crops = {"glass.png": cmu[:224, 224:448], "speck.png": cmu[2240:2464, 448:672],  # blank / 148 tissue pixels
+             "tissue-a.png": cmu[896:1120, 1120:1344], "tissue-b.png": cmu[1792:2016, 1120:1344]}
+    for name, im in crops.items():
+        Image.fromarray(im).save(tmp_path / name)
+    ds = ImageFolderDataset(tmp_path, labels_from_dirs=False, paths=[tmp_path / n for n in crops])
+    _check_stain_failures_kept(ds, "tissue-a.png", "glass.png", enc, tmp_path)
+
+
+def _check_stain_failures_kept(ds: ImageFolderDataset, ok_name: str, failed_name: str, enc, tmp_path: Path) -> None:
     from exaonepath_lab.stain import MacenkoNormalizer
 
-    names = ["no-tissue.png", "almost-white-2.png", "tcga-lung-rgb.png", "tissue-level0-7352-11762-7864-12274.png"]
-    root = REAL / "multi_source" / "histolab_tiles"
-    ds = ImageFolderDataset(root, labels_from_dirs=False, paths=[root / n for n in names])
     norm = MacenkoNormalizer(policy="passthrough", backend="torch")
     fs = extract_features(enc, ds, normalizer=norm, batch_size=4, cache_path=tmp_path / "n.h5", progress=False)
     assert len(fs) == 4  # nothing dropped
     st = dict(zip([Path(p).name for p in fs.meta["path"]], fs.norm_status))
-    assert st["tcga-lung-rgb.png"] == "ok" and st["no-tissue.png"] != "ok"
+    assert st[ok_name] == "ok" and st[failed_name] != "ok"
     raw = extract_features(enc, ds, batch_size=4, progress=False)
     failed = fs.norm_status != "ok"
     ok = ~failed

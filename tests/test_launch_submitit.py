@@ -21,8 +21,6 @@ import pytest
 
 from exaonepath_lab.pretrain.launch import DinoTrainJob, LaunchConfig, make_executor, plan_launch
 
-REAL_HE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real_he"
-TILES = REAL_HE / "multi_source" / "mopadi" / "TCGA-3X-AAVA-01Z-00-DX1"  # six 256 px tiles of one slide
 TINY = (
     "batch_size=2", "max_iters=20", "n_local_crops=2", "out_dim=64", "head_hidden_dim=32",
     "head_bottleneck_dim=16", 'timm_kwargs={"img_size":32,"patch_size":8,"depth":1,"embed_dim":32,"num_heads":2}',
@@ -38,11 +36,10 @@ def _children(pid: int) -> list[int]:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the task process through /proc")
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_submitit_preemption_requeues_and_resumes(tmp_path, monkeypatch):
-    if not TILES.is_dir():
-        pytest.skip(f"real H&E tiles not found at {TILES}")
+def test_submitit_preemption_requeues_and_resumes(tmp_path, monkeypatch, sample_tiles):
+    tiles = sample_tiles / "cmu"  # six 256 px real tiles of one slide
     monkeypatch.setenv("SUBMITIT_PREEMPT_SIGNAL", "USR1")
-    cfg = LaunchConfig(preset="cpu-demo", data=str(TILES.resolve()), out=str(tmp_path / "run"), overrides=TINY,
+    cfg = LaunchConfig(preset="cpu-demo", data=str(tiles.resolve()), out=str(tmp_path / "run"), overrides=TINY,
                        nodes=1, gpus_per_node=1, time_min=60)
     plan = plan_launch(cfg)
     job = make_executor(cfg, cluster="local").submit(DinoTrainJob([*plan.train_argv, "--no-progress"]))

@@ -18,8 +18,6 @@ import pytest
 
 from exaonepath_lab.pretrain.launch import LaunchConfig, render_launch
 
-ROOT = Path(__file__).resolve().parents[1]
-TILES = ROOT / ".." / "shared" / "data" / "real_he" / "multi_source" / "mopadi" / "TCGA-3X-AAVA-01Z-00-DX1"
 TINY = (
     "batch_size=2", "n_local_crops=2", "out_dim=64", "head_hidden_dim=32", "head_bottleneck_dim=16",
     'timm_kwargs={"img_size":32,"patch_size":8,"depth":1,"embed_dim":32,"num_heads":2}',
@@ -30,10 +28,9 @@ TINY = (
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-def test_torchrun_script_forwards_preemption_signal(tmp_path):
-    if not TILES.is_dir():
-        pytest.skip(f"real H&E tiles not found at {TILES}")
-    cfg = LaunchConfig(preset="cpu-demo", engine="torchrun", data=str(TILES.resolve()), out=str(tmp_path / "run"),
+def test_torchrun_script_forwards_preemption_signal(tmp_path, sample_tiles):
+    tiles = sample_tiles / "cmu"  # six 256 px real tiles of one slide
+    cfg = LaunchConfig(preset="cpu-demo", engine="torchrun", data=str(tiles.resolve()), out=str(tmp_path / "run"),
                        overrides=TINY, nodes=1, gpus_per_node=1, signal_delay_s=60)
     script = render_launch(cfg)["torchrun"]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",

@@ -23,7 +23,6 @@ from exaonepath_lab.pretrain.presets import get_preset
 from exaonepath_lab.pretrain.trainer import NonFiniteLossError, train
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL_HE = ROOT / ".." / "shared" / "data" / "real_he"
 torch.set_num_threads(1)
 
 TINY = dict(
@@ -34,11 +33,11 @@ TINY = dict(
 )
 
 
-def real_tiles(n: int = 32, size: int = 32) -> tuple[np.ndarray, pd.DataFrame]:
-    """``n`` real H&E tiles cut from two stain reference images (two 'slides')."""
+def real_tiles(he: dict[str, Path], n: int = 32, size: int = 32) -> tuple[np.ndarray, pd.DataFrame]:
+    """``n`` real H&E tiles cut from two images of the fetched sample data ``he`` (two 'slides')."""
     out, rows = [], []
-    for name in ("torchstain_source.png", "tiatoolbox_target_image.png"):
-        im = read_rgb(REAL_HE / "stain_refs" / name)
+    for name in ("stardist-histo.jpg", "tiatoolbox-target.png"):
+        im = read_rgb(he[name])
         k = 0
         for y in range(0, im.shape[0] - size, size):
             for x in range(0, im.shape[1] - size, size):
@@ -51,17 +50,17 @@ def real_tiles(n: int = 32, size: int = 32) -> tuple[np.ndarray, pd.DataFrame]:
 
 
 @pytest.fixture(scope="module")
-def tiles() -> ArrayDataset:
-    imgs, meta = real_tiles()
+def tiles(sample_he: dict[str, Path]) -> ArrayDataset:
+    imgs, meta = real_tiles(sample_he)
     return ArrayDataset(imgs, meta)
 
 
 @pytest.fixture(scope="module")
-def tile_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tile_folder(tmp_path_factory: pytest.TempPathFactory, sample_he: dict[str, Path]) -> Path:
     from PIL import Image
 
     root = tmp_path_factory.mktemp("tiles")
-    imgs, meta = real_tiles()
+    imgs, meta = real_tiles(sample_he)
     for i, (im, sid) in enumerate(zip(imgs, meta.slide_id)):
         d = root / Path(sid).stem
         d.mkdir(exist_ok=True)
@@ -158,9 +157,9 @@ def test_sigterm_checkpoints_and_exits_cleanly(tile_folder: Path, tmp_path: Path
     assert again.returncode == 1 and "pass --resume" in again.stderr
 
 
-def test_normalized_run_counts_macenko_failures(tmp_path: Path) -> None:
-    imgs, meta = real_tiles(16)
-    white = read_rgb(REAL_HE / "multi_source" / "histolab_tiles" / "almost-white-2.png")[:32, :32]
+def test_normalized_run_counts_macenko_failures(tmp_path: Path, sample_he: dict[str, Path]) -> None:
+    imgs, meta = real_tiles(sample_he, 16)
+    white = read_rgb(sample_he["cmu-small-region.svs"])[:32, 224:256]  # blank glass of CMU-1
     imgs[0] = white  # a background patch Macenko cannot fit: counted, passed through, never dropped
     res = train(cfg(tmp_path, normalize=True, batch_size=4, max_iters=4), ArrayDataset(imgs, meta), progress=False)
     counts = res.stain_counts
@@ -170,8 +169,8 @@ def test_normalized_run_counts_macenko_failures(tmp_path: Path) -> None:
     assert report["stain_counts"] == counts
 
 
-def test_collate_pads_mixed_sizes_and_normalizes_once() -> None:
-    imgs, _ = real_tiles(4, size=32)
+def test_collate_pads_mixed_sizes_and_normalizes_once(sample_he: dict[str, Path]) -> None:
+    imgs, _ = real_tiles(sample_he, 4, size=32)
     items = [{"image": imgs[0], "index": 0}, {"image": imgs[1][:24, :20], "index": 1}]
     b = PretrainCollate(normalize=False)(items)
     assert b["images"].shape == (2, 3, 32, 32) and b["sizes"].tolist() == [[32, 32], [24, 20]]
@@ -185,12 +184,12 @@ def test_collate_pads_mixed_sizes_and_normalizes_once() -> None:
         PretrainCollate()([{"image": imgs[0].astype(np.float32), "index": 0}])
 
 
-def test_collate_load_px_normalizes_at_native_size_then_area_resizes() -> None:
+def test_collate_load_px_normalizes_at_native_size_then_area_resizes(sample_he: dict[str, Path]) -> None:
     from PIL import Image
 
     from exaonepath_lab.stain import MacenkoNormalizer
 
-    imgs, _ = real_tiles(2, size=64)
+    imgs, _ = real_tiles(sample_he, 2, size=64)
     items = [{"image": im, "index": i} for i, im in enumerate(imgs)]
     b = PretrainCollate(normalize=True, load_px=16)(items)
     assert b["images"].shape == (2, 3, 16, 16) and b["sizes"].tolist() == [[16, 16], [16, 16]]
@@ -238,7 +237,8 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_torchrun_two_cpu_processes_stay_identical(tmp_path: Path) -> None:
+def test_torchrun_two_cpu_processes_stay_identical(tmp_path: Path, sample_he: dict[str, Path]) -> None:
+    he = {k: str(v) for k, v in sample_he.items()}
     worker = tmp_path / "worker.py"
     worker.write_text(textwrap.dedent(f"""
         import os, sys, torch
@@ -248,7 +248,7 @@ def test_torchrun_two_cpu_processes_stay_identical(tmp_path: Path) -> None:
         from exaonepath_lab.pretrain.presets import get_preset
         from exaonepath_lab.pretrain.trainer import train
         torch.set_num_threads(1)
-        imgs, meta = real_tiles()
+        imgs, meta = real_tiles({he!r})
         cfg = get_preset("cpu-demo", out_dir=sys.argv[1], **{{**TINY, "max_iters": 3}})
         res = train(cfg, ArrayDataset(imgs, meta), progress=False)
         rank = int(os.environ["RANK"])

@@ -13,10 +13,6 @@ import torch
 from exaonepath_lab.slides.dataset import PatchListDataset, TiledPatchDataset
 from exaonepath_lab.slides.synthetic import CLASS_NAMES, make_cohort, read_classmap
 
-REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real_he"
-CMU = REAL / "wsi" / "cmu-1-small-region.svs"
-TCGA = REAL / "wsi" / "tcga-cr-7395-01a-01-ts1.svs"
-
 
 @pytest.fixture(scope="module")
 def tiled(tmp_path_factory):
@@ -124,21 +120,21 @@ def test_subsampling_filter_and_failed_slides(tiled, tmp_path, caplog):
     assert set(ds.meta.slide_id) == {"synth00"}
 
 
-def test_patch_list_on_real_svs():
-    meta = pd.DataFrame({"slide_path": [str(CMU)] * 2, "x": [512, 1024], "y": [512, 768], "patch_size": [256, 256]})
+def test_patch_list_on_real_svs(cmu_svs):
+    meta = pd.DataFrame({"slide_path": [str(cmu_svs)] * 2, "x": [512, 1024], "y": [512, 768], "patch_size": [256, 256]})
     ds = PatchListDataset(meta, out_px=96)
-    assert ds.meta.slide_id.tolist() == ["cmu-1-small-region"] * 2 and (ds.meta.label == -1).all()
+    assert ds.meta.slide_id.tolist() == ["cmu-small-region"] * 2 and (ds.meta.label == -1).all()
     assert ds[1]["image"].shape == (96, 96, 3)
     full = PatchListDataset(meta)
-    assert np.array_equal(full[0]["image"], _read0(str(CMU), 512, 512, 256))
+    assert np.array_equal(full[0]["image"], _read0(str(cmu_svs), 512, 512, 256))
     with pytest.raises(ValueError, match="patch_size"):
         PatchListDataset(meta.drop(columns="patch_size"))
 
 
-def test_patch_list_slide_without_mpp_needs_override():
+def test_patch_list_slide_without_mpp_needs_override(tcga_no_mpp_svs):
     from exaonepath_lab.slides.wsi import MissingMPPError
 
-    meta = pd.DataFrame({"slide_path": [str(TCGA)], "x": [1000], "y": [1000], "patch_size": [512]})
+    meta = pd.DataFrame({"slide_path": [str(tcga_no_mpp_svs)], "x": [1000], "y": [1000], "patch_size": [512]})
     with pytest.raises(MissingMPPError, match="mpp_override"):
         PatchListDataset(meta)[0]
     ds = PatchListDataset(meta, out_px=128, mpp_overrides={"tcga-cr-7395-01a-01-ts1": 0.25})

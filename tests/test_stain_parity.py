@@ -10,8 +10,6 @@ which is why the maximum is 1, on a handful of pixels.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -19,7 +17,6 @@ import torch
 from exaonepath_lab.datasets import read_rgb
 from exaonepath_lab.stain import MacenkoNormalizer, StainTarget
 
-REAL_HE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real_he"
 SOURCES = [
     "stain_refs/torchstain_source.png",
     "stain_refs/tiatoolbox_target_image.png",
@@ -42,15 +39,33 @@ def one_torch_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture(scope="module", params=["sample_he", "real_he"])
+def he_set(request) -> dict:
+    """Real H&E patches and a reference image, from the fetched sample data or from the wider set.
+
+    Wider set: up to 3 non-overlapping 224² crops per source of SOURCES (different labs/stains), the
+    torchstain target as reference. Sample data: up to 10 tissue crops (224², tissue fraction >= 0.5)
+    per sample file, TIAToolbox's stain target as reference.
+    """
+    if request.param == "real_he":
+        root = request.getfixturevalue("real_he")
+        out = []
+        for rel in SOURCES:
+            im = read_rgb(root / rel)
+            crops = [im[y : y + 224, x : x + 224] for y in range(0, im.shape[0] - 223, 224) for x in range(0, im.shape[1] - 223, 224)]
+            out.extend(crops[:3])
+        return {"patches": np.stack(out), "reference": read_rgb(root / "stain_refs" / "torchstain_target.png")}
+    from exaonepath_lab.features.patch_grid import GridPatchDataset
+
+    he = request.getfixturevalue("sample_he")
+    ds = GridPatchDataset({n: [p] for n, p in he.items()}, patch_px=224, max_per_slide=10, seed=0)
+    return {"patches": np.stack([ds[i]["image"] for i in range(len(ds))]),
+            "reference": read_rgb(he["tiatoolbox-target.png"])}
+
+
 @pytest.fixture(scope="module")
-def patches() -> np.ndarray:
-    """Up to 3 non-overlapping 224² crops per source (all sources: different labs/stains)."""
-    out = []
-    for rel in SOURCES:
-        im = read_rgb(REAL_HE / rel)
-        crops = [im[y : y + 224, x : x + 224] for y in range(0, im.shape[0] - 223, 224) for x in range(0, im.shape[1] - 223, 224)]
-        out.extend(crops[:3])
-    return np.stack(out)
+def patches(he_set: dict) -> np.ndarray:
+    return he_set["patches"]
 
 
 def _angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -97,8 +112,8 @@ def test_pixels_and_stain_vectors_match_torchstain(patches: np.ndarray, backend:
     assert ang.max() < 0.05
 
 
-def test_fitted_target_matches_torchstain_fit(patches: np.ndarray) -> None:
-    ref_img = read_rgb(REAL_HE / "stain_refs" / "torchstain_target.png")
+def test_fitted_target_matches_torchstain_fit(patches: np.ndarray, he_set: dict) -> None:
+    ref_img = he_set["reference"]
     ts = _torchstain()
     ts.fit(torch.from_numpy(ref_img.copy()).permute(2, 0, 1).contiguous(), Io=240, alpha=1, beta=0.15)
     ours = StainTarget.fit(ref_img)

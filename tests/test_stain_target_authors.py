@@ -52,18 +52,18 @@ def test_fit_of_a_4096_image_equals_torchstain_within_a_memory_bound(real_he: Pa
     np.testing.assert_allclose(ours.max_conc, ts.maxCRef.numpy(), rtol=1e-5)
 
 
-def _authors_like_png(real_he: Path, folder: Path) -> Path:
+def _authors_like_png(sample_he: dict[str, Path], folder: Path) -> Path:
     """A stand-in for the authors' file (same name, a real H&E image): their PNG is not redistributable."""
     from PIL import Image
 
     p = folder / "EXAONEPath" / "macenko_target" / NAME
     p.parent.mkdir(parents=True)
-    Image.open(real_he / "stain_refs" / "tiatoolbox_target_image.png").convert("RGB").save(p)
+    Image.open(sample_he["tiatoolbox-target.png"]).convert("RGB").save(p)
     return p
 
 
-def test_resolve_fits_the_image_caches_the_json_and_records_name_and_sha256(real_he: Path, tmp_path: Path) -> None:
-    png = _authors_like_png(real_he, tmp_path)
+def test_resolve_fits_the_image_caches_the_json_and_records_name_and_sha256(sample_he: dict[str, Path], tmp_path: Path) -> None:
+    png = _authors_like_png(sample_he, tmp_path)
     cache = tmp_path / "run" / "stain_target.json"
     t = resolve_target(png, cache_path=cache)
     direct = StainTarget.fit(read_rgb(png))
@@ -98,15 +98,17 @@ def test_resolve_fits_the_image_caches_the_json_and_records_name_and_sha256(real
         resolve_target(rgba)
 
 
-def test_every_command_accepts_the_png_and_records_the_target(real_he: Path, tmp_path: Path, capsys) -> None:
+def test_every_command_accepts_the_png_and_records_the_target(sample_he: dict[str, Path], tmp_path: Path, capsys) -> None:
     from fixtures_downstream import make_pcam
 
-    png = _authors_like_png(real_he, tmp_path)
+    png = _authors_like_png(sample_he, tmp_path)
     sha = file_sha256(png)
     # normalize
     imgs = tmp_path / "imgs"
     imgs.mkdir()
-    (imgs / "a.png").write_bytes((real_he / "stain_refs" / "henorm_amida13_example1.png").read_bytes())
+    from PIL import Image
+
+    Image.fromarray(read_rgb(sample_he["stardist-histo.jpg"])).save(imgs / "a.png")
     assert main(["normalize", str(imgs), "--out", str(tmp_path / "norm"), "--stain-target", str(png), "--quiet"]) == 0
     rep = json.loads((tmp_path / "norm" / "normalize_report.json").read_text())
     assert rep["normalizer"]["target"]["source"] == NAME and rep["normalizer"]["target"]["source_sha256"] == sha

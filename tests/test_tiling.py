@@ -23,8 +23,12 @@ from exaonepath_lab.tiling import (
     write_patch_h5,
 )
 
-REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real_he"
-TILES = REAL / "multi_source" / "histolab_tiles"
+
+
+@pytest.fixture(scope="module")
+def histolab_tiles(real_he: Path) -> Path:
+    """histolab's TCGA test tiles (glass, near-white, pen marks, markers): the wider real H&E set."""
+    return real_he / "multi_source" / "histolab_tiles"
 
 
 @pytest.mark.parametrize("mpp,expected", [(0.25, 512), (0.5, 256), (0.499, 257), (0.243, 527), (1.0, 128)])
@@ -63,18 +67,30 @@ def test_tissue_fraction_and_labels_match_reference_loops():
     assert (kfrac >= 0.45).all() and len(kept) == int((ref >= 0.45).sum())
 
 
-def test_mask_finds_no_tissue_on_glass():
-    assert not tissue_mask(read_rgb(TILES / "no-tissue.png"), mpp=2.0).any()
+def test_mask_finds_no_tissue_on_glass(histolab_tiles):
+    assert not tissue_mask(read_rgb(histolab_tiles / "no-tissue.png"), mpp=2.0).any()
     # tinted glass (saturation up to ~30) with a little tissue in the top-right corner only
-    m = tissue_mask(read_rgb(TILES / "almost-white-2.png"), mpp=4.0)
+    m = tissue_mask(read_rgb(histolab_tiles / "almost-white-2.png"), mpp=4.0)
     ys, xs = np.nonzero(m)
     assert 0.005 < m.mean() < 0.05 and ys.max() < 160 and xs.min() > 280
 
 
-def test_mask_keeps_an_all_tissue_image():
+def test_mask_on_the_real_cmu_slide_finds_tissue_not_glass(sample_he):
     import cv2
 
-    rgb = read_rgb(TILES / "high-nuclei-score-level0.png")  # 0.5 µm/px, tissue edge to edge
+    cmu = read_rgb(sample_he["cmu-small-region.svs"])  # 0.499 µm/px
+    assert not tissue_mask(cmu[0:448, 224:2016], mpp=0.499).any()  # a band of blank glass along the top
+    thumb = cv2.resize(cmu, (cmu.shape[1] // 8, cmu.shape[0] // 8), interpolation=cv2.INTER_AREA)  # ~4 µm/px
+    m = tissue_mask(thumb, mpp=4.0)
+    stained = (-np.log((thumb.astype(np.float32) + 1) / 240) >= 0.15).all(-1)  # Macenko's tissue-pixel rule
+    assert 0.2 < m.mean() < 0.4  # the section covers about a third of this region
+    assert m[stained].mean() > 0.7 and stained[m].mean() > 0.7  # and the mask agrees with the stain rule
+
+
+def test_mask_keeps_an_all_tissue_image(histolab_tiles):
+    import cv2
+
+    rgb = read_rgb(histolab_tiles / "high-nuclei-score-level0.png")  # 0.5 µm/px, tissue edge to edge
     thumb = cv2.resize(rgb, (rgb.shape[1] // 8, rgb.shape[0] // 8), interpolation=cv2.INTER_AREA)  # 4 µm/px
     m = tissue_mask(thumb, mpp=4.0)
     # Otsu alone splits pale from dark tissue here; the saturation ceiling keeps both
@@ -82,8 +98,8 @@ def test_mask_keeps_an_all_tissue_image():
     assert m.mean() > 0.85 and no_ceiling.mean() < m.mean() - 0.2
 
 
-def test_red_pen_is_excluded():
-    rgb = read_rgb(TILES / "tcga-red-pen.png")
+def test_red_pen_is_excluded(histolab_tiles):
+    rgb = read_rgb(histolab_tiles / "tcga-red-pen.png")
     import cv2
 
     hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
@@ -96,8 +112,8 @@ def test_red_pen_is_excluded():
     assert with_filter[~ink].mean() > 0.4  # the real tissue stays
 
 
-def test_green_and_black_marker_on_a_slide_thumbnail():
-    rgb = read_rgb(TILES / "diagnostic-slide-thumb-rgb.png")
+def test_green_and_black_marker_on_a_slide_thumbnail(histolab_tiles):
+    rgb = read_rgb(histolab_tiles / "diagnostic-slide-thumb-rgb.png")
     import cv2
 
     hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
@@ -147,13 +163,13 @@ def test_figure3_histogram_weights_patches_by_exact_mpp(tmp_path):
         figure3_plotly(tmp_path / "nowhere")
 
 
-def test_strip_thumbnail_matches_whole_image_resize(monkeypatch):
+def test_strip_thumbnail_matches_whole_image_resize(monkeypatch, sample_he):
     import cv2
 
     from exaonepath_lab.slides.wsi import open_slide
     from exaonepath_lab.tiling import read_at_mpp, thumbnail
 
-    cmu = REAL / "wsi" / "cmu-1-small-region.svs"
+    cmu = sample_he["cmu-small-region.svs"]
     with open_slide(cmu) as s:
         full = s.read_region((0, 0), 0, s.dimensions)
         monkeypatch.setattr(thumbnail, "STRIP_PIXELS", 1 << 16)  # force ~100 strips

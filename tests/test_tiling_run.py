@@ -27,10 +27,6 @@ from exaonepath_lab.tiling import (
     shard_from_env,
 )
 
-REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real_he"
-CMU = REAL / "wsi" / "cmu-1-small-region.svs"
-TCGA = REAL / "wsi" / "tcga-cr-7395-01a-01-ts1.svs"
-
 
 def _write_tiff(path: Path, rgb: np.ndarray, mpp: float) -> Path:
     """Tiled JPEG pyramid (level 0 + 4x as a subfiletype=1 page), MPP in resolution tags (cm)."""
@@ -74,8 +70,8 @@ def cohort(tmp_path_factory) -> Path:
     return d
 
 
-def test_real_cmu_patches_are_tissue_not_glass(tmp_path):
-    res = run_tiling([CMU], tmp_path, workers=1, progress=False)
+def test_real_cmu_patches_are_tissue_not_glass(tmp_path, cmu_svs):
+    res = run_tiling([cmu_svs], tmp_path, workers=1, progress=False)
     row = res.manifest.iloc[0]
     assert list(res.manifest.columns) == MANIFEST_COLUMNS
     assert row.status == "ok" and row.mpp == pytest.approx(0.499)
@@ -83,7 +79,7 @@ def test_real_cmu_patches_are_tissue_not_glass(tmp_path):
     d = read_patch_h5(row.h5_path)
     assert len(d["coords"]) == row.n_patches > 10
     assert (d["tissue_fraction"] >= 0.5).all() and (d["labels"] == -1).all()
-    with openslide.OpenSlide(str(CMU)) as s:
+    with openslide.OpenSlide(str(cmu_svs)) as s:
         glass = np.asarray(s.read_region((0, 0), 0, (200, 200)).convert("RGB")).mean()  # top-left corner is glass
         assert glass > 225
         means = [np.asarray(s.read_region((int(x), int(y)), 0, (257, 257)).convert("RGB")).mean()
@@ -91,17 +87,17 @@ def test_real_cmu_patches_are_tissue_not_glass(tmp_path):
     assert max(means) < glass - 15, "a patch looks like blank glass"
     c = d["coords"]
     assert (c % 257 == 0).all() and (c[:, 0] + 257 <= 2220).all() and (c[:, 1] + 257 <= 2967).all()
-    assert (tmp_path / "masks" / "cmu-1-small-region.png").stat().st_size > 10_000
+    assert (tmp_path / "masks" / "cmu-small-region.png").stat().st_size > 10_000
     assert json.loads((tmp_path / "tile_config.json").read_text())["target_px"] == 256
 
 
-def test_real_tcga_missing_mpp_then_override(tmp_path):
-    res = run_tiling([TCGA], tmp_path / "a", progress=False)
+def test_real_tcga_missing_mpp_then_override(tmp_path, tcga_no_mpp_svs):
+    res = run_tiling([tcga_no_mpp_svs], tmp_path / "a", progress=False)
     row = res.manifest.iloc[0]
     assert row.status == "failed" and row.n_patches == 0
     assert "tcga-cr-7395-01a-01-ts1.svs" in row.error and "mpp_override" in row.error
     assert res.report["counts"] == {"ok": 0, "failed": 1, "skipped_done": 0}
-    res = run_tiling([TCGA], tmp_path / "b", TileConfig(mpp_override=0.25), progress=False)
+    res = run_tiling([tcga_no_mpp_svs], tmp_path / "b", TileConfig(mpp_override=0.25), progress=False)
     row = res.manifest.iloc[0]
     assert row.status == "ok" and row.patch_size == 512 and row.n_patches > 10
     with h5py.File(row.h5_path) as f:
@@ -200,14 +196,15 @@ def test_slurm_shards_and_merge(cohort, tmp_path, monkeypatch):
     assert merged.report["counts"]["ok"] == 3 and (tmp_path / "manifest.csv").exists()
 
 
-def test_cli_tile_and_merge(cohort, tmp_path, capsys):
+def test_cli_tile_and_merge(cohort, tmp_path, capsys, cmu_svs):
     rc = main(["tile", str(cohort / "slide_a.tiff"), str(tmp_path / "missing.svs"), "--out", str(tmp_path / "o"),
                "--workers", "1", "--no-progress", "--min-tissue", "0.8"])
     out = capsys.readouterr().out
     assert rc == 3 and "1 ok" in out and "1 failed" in out and "missing.svs" in out
     cfg = json.loads((tmp_path / "o" / "tile_config.json").read_text())
     assert cfg["min_tissue"] == 0.8
-    rc = main(["tile", str(TCGA), "--out", str(tmp_path / "t"), "--mpp-override", "0.25", "--no-progress"])
+    # the override wins over the slide's own 0.499 µm/px (which would give 257 px)
+    rc = main(["tile", str(cmu_svs), "--out", str(tmp_path / "t"), "--mpp-override", "0.25", "--no-progress"])
     assert rc == 0 and pd.read_csv(tmp_path / "t" / "manifest.csv").patch_size[0] == 512
     assert main(["tile", "--merge", "--out", str(tmp_path / "t")]) == 1  # nothing to merge: clear error
     assert "no shard manifests" in capsys.readouterr().err
@@ -217,3 +214,12 @@ def test_cli_tile_and_merge(cohort, tmp_path, capsys):
     for opt in ("--workers", "--mpp-override", "--target-mpp", "--target-px", "--min-tissue", "--shard-index",
                 "--num-shards", "--merge", "default"):
         assert opt in helptext
+
+
+def test_cli_tile_slide_without_mpp(tcga_no_mpp_svs, tmp_path, capsys):
+    out = tmp_path / "t"
+    assert main(["tile", str(tcga_no_mpp_svs), "--out", str(out), "--no-progress"]) == 3  # failed: named, with the fix
+    assert "tcga-cr-7395-01a-01-ts1.svs" in capsys.readouterr().out + pd.read_csv(out / "manifest.csv").error[0]
+    rc = main(["tile", str(tcga_no_mpp_svs), "--out", str(tmp_path / "o"), "--mpp-override", "0.25",
+               "--no-progress"])
+    assert rc == 0 and pd.read_csv(tmp_path / "o" / "manifest.csv").patch_size[0] == 512

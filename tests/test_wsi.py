@@ -9,10 +9,6 @@ import pytest
 
 from exaonepath_lab.slides.wsi import MissingMPPError, SlideReadError, open_slide
 
-REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real_he"
-CMU = REAL / "wsi" / "cmu-1-small-region.svs"
-TCGA = REAL / "wsi" / "tcga-cr-7395-01a-01-ts1.svs"
-
 
 def write_tiff(path: Path, rgb: np.ndarray, *, mpp: float | None, unit: str = "CENTIMETER",
                aperio_mpp: float | None = None, downsamples: tuple[int, ...] = (4,)) -> Path:
@@ -44,9 +40,9 @@ def _image(h: int = 1024, w: int = 1536) -> np.ndarray:
     return img
 
 
-def test_cmu_real_svs_mpp_and_regions():
-    with open_slide(CMU) as s:
-        assert s.slide_id == "cmu-1-small-region"
+def test_cmu_real_svs_mpp_and_regions(cmu_svs):
+    with open_slide(cmu_svs) as s:
+        assert s.slide_id == "cmu-small-region"
         assert s.mpp == pytest.approx(0.499)
         assert s.mpp_source == "openslide.mpp"
         assert s.dimensions == (2220, 2967) and s.level_count == 1
@@ -62,12 +58,12 @@ def test_cmu_real_svs_mpp_and_regions():
             pickle.dumps(s)
 
 
-def test_tcga_without_mpp_names_file_and_override():
+def test_tcga_without_mpp_names_file_and_override(tcga_no_mpp_svs):
     with pytest.raises(MissingMPPError) as e:
-        open_slide(TCGA)
+        open_slide(tcga_no_mpp_svs)
     msg = str(e.value)
     assert "tcga-cr-7395-01a-01-ts1.svs" in msg and "mpp_override" in msg and "--mpp-override" in msg
-    with open_slide(TCGA, mpp_override=0.25) as s:
+    with open_slide(tcga_no_mpp_svs, mpp_override=0.25) as s:
         assert s.mpp == 0.25 and s.mpp_source == "override"
         assert s.level_count == 2
 
@@ -95,7 +91,7 @@ def test_implausible_resolution_tags_are_not_trusted(tmp_path):
         open_slide(p)
 
 
-def test_missing_corrupt_and_plain_files(tmp_path):
+def test_missing_corrupt_and_plain_files(tmp_path, cmu_svs, sample_he):
     with pytest.raises(SlideReadError, match="not found: .*nope.svs"):
         open_slide(tmp_path / "nope.svs")
     bad = tmp_path / "garbage.svs"
@@ -108,10 +104,10 @@ def test_missing_corrupt_and_plain_files(tmp_path):
     with pytest.raises(SlideReadError, match="trunc.tiff"):
         with open_slide(good) as s:
             s.read_region((0, 0), 0, s.dimensions)
-    png = REAL / "multi_source" / "histolab_tiles" / "no-tissue.png"
+    png = sample_he["tiatoolbox-target.png"]
     with pytest.raises(SlideReadError, match="allow_plain_images"):
         open_slide(png)
     with open_slide(png, allow_plain_images=True, mpp_override=0.5) as s:
         assert s.read_region((0, 0), 0, (8, 8)).shape == (8, 8, 3)
     with pytest.raises(ValueError, match="positive"):
-        open_slide(CMU, mpp_override=-1)
+        open_slide(cmu_svs, mpp_override=-1)

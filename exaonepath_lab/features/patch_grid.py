@@ -1,7 +1,7 @@
 """Grid patches cut from plain images, one group of images per "slide".
 
-For small real cohorts without WSIs (e.g. ``../shared/data/real_he``: each source image or
-tile folder is one "slide"), and for tests. Slide-backed tiling lives in
+For small real cohorts without WSIs (e.g. a folder of real H&E images from several labs: each
+source image or tile folder is one "slide"), and for tests. Slide-backed tiling lives in
 :mod:`exaonepath_lab.tiling` / :mod:`exaonepath_lab.slides`.
 """
 from __future__ import annotations
