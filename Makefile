@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean slurm-up slurm-down slurm-status
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,6 +21,16 @@ demo: $(STAMP)
 ## make test: the full test suite (notebooks included)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+## make slurm-up / slurm-down: a one-node SLURM on this machine (root; state in /var/tmp/exaonepath-lab-slurm)
+slurm-up:
+	scripts/slurm_local.sh up
+
+slurm-down:
+	scripts/slurm_local.sh down
+
+slurm-status:
+	scripts/slurm_local.sh status
 
 clean:
 	rm -rf outputs .pytest_cache

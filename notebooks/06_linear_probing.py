@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -43,7 +43,7 @@ smoke = False  # tiny sizes (tests): fewer patches, 200 probe iterations, one se
 tile_dir = None  # demo tiling (synthetic task); None: made if missing
 ckpt_raw = None  # demo DINO checkpoint trained on raw patches; None: made if missing
 ckpt_norm = None  # demo DINO checkpoint trained on Macenko patches; None: made if missing
-dataset = "synthetic"  # synthetic | pcam | mhist | crc100k | til | msi_crc | msi_stad
+dataset = "synthetic"  # synthetic | pcam | mhist | crc100k | til | msi_crc | msi_stad | folder (your own patches)
 dataset_root = None  # folder of the dataset as downloaded; None: the demo tiling (synthetic only)
 encoder = "kit-dino"  # encoder name (exaonepath_lab.encoders.list_encoders()), e.g. exaonepath, uni, timm:resnet50
 checkpoint = None  # weights of `encoder` (a local file); None with kit-dino: the two demo checkpoints
@@ -105,6 +105,7 @@ else:
         raise ValueError(f"dataset={dataset!r} needs dataset_root: the folder of the downloaded dataset "
                          "(`exaonepath-lab datasets check DIR --dataset NAME` validates it)")
     ds = load_dataset(dataset, dataset_root)
+    dataset = summary["dataset"] = getattr(ds, "dataset_name", dataset)  # folder:<name>: its own Table 1 column
 classes = list(ds.classes)
 counts = pd.crosstab(ds.meta["class_name"], ds.meta["split"])
 display(counts)
@@ -137,7 +138,7 @@ features = {}
 for name, (enc, norm) in models.items():
     slug = re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
     fs = extract_features(enc, ds, normalizer=norm, batch_size=batch_size,
-                          cache_path=out / "features" / f"{dataset}__{slug}.h5", progress=not smoke)
+                          cache_path=out / "features" / f"{dataset.replace(':', '_')}__{slug}.h5", progress=not smoke)
     features[name] = fs
     print(f"{name}: {fs.features.shape} features ({fs.cache_status}); stain statuses:",
           dict(zip(*np.unique(fs.norm_status, return_counts=True))))

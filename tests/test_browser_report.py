@@ -33,8 +33,29 @@ def demo_report(smoke_inputs: dict) -> Path:
     return run_demo(DemoConfig(out_dir=str(out), smoke=True), progress=False)
 
 
+@pytest.fixture(scope="module")
+def audit_report(smoke_inputs: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``exaonepath-lab audit`` on the smoke tiling with the two smoke checkpoints, at small sizes."""
+    from exaonepath_lab.cli import main
+
+    out = tmp_path_factory.mktemp("audit_report")
+    rc = main(["audit", smoke_inputs["tile_dir"], "--out", str(out), "--encoder", "kit-dino", "--checkpoint",
+               smoke_inputs["ckpt_raw"], "--encoder", "kit-dino", "--checkpoint", smoke_inputs["ckpt_norm"],
+               "--n-slides", "4", "--per-slide", "20", "--k", "5", "--n-boot", "20", "--method", "pca",
+               "--threads", "1", "--stain-backend", "torch", "--quiet"])
+    assert rc == 0 and (out / "index.html").exists()
+    return out / "index.html"
+
+
+def _has_audit() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("exaonepath_lab.commands.audit") is not None
+
+
 #: The reports a user opens from disk, each built by its own fixture (``<name>_report``).
-REPORTS = ["demo"]
+#: (``audit`` joins as soon as the command is in the tree: issue 16 lands it in parallel.)
+REPORTS = ["demo", *(["audit"] if _has_audit() else [])]
 
 
 @pytest.fixture(params=REPORTS)

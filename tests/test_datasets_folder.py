@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -60,6 +61,22 @@ def test_folder_from_csv_by_patient(tmp_path: Path) -> None:
     assert (tmp_path / "splits" / "folder_cohort_split_seed0_val0.2_test0.2.csv").is_file()
 
 
+
+def test_folder_csv_written_on_windows(tmp_path: Path) -> None:
+    """A CSV exported on Windows has backslash-separated relative paths (and often a BOM): it reads the same."""
+    make_folder(tmp_path / "imgs", n_slides=6, per=2)
+    files = sorted((tmp_path / "imgs").rglob("*.png"))
+    rows = [{"path": str(p.relative_to(tmp_path)).replace("/", "\\"), "label": p.parent.parent.name,
+             "slide": p.parent.name} for p in files]
+    pd.DataFrame(rows).to_csv(tmp_path / "win.csv", index=False, encoding="utf-8-sig", lineterminator="\r\n")
+    ds = load_dataset("folder", tmp_path / "win.csv")
+    assert len(ds) == len(files) and sorted(ds.meta.path) == sorted(map(str, files))
+    assert ds.meta.relpath.str.startswith("imgs/").all()  # split keys are the same as for a POSIX CSV
+    pd.DataFrame({"path": ["C:\\data\\a.png"] * 3, "label": ["x", "y", "x"], "slide": ["1", "2", "3"]}).to_csv(
+        tmp_path / "drive.csv", index=False)
+    with pytest.raises(ValueError, match=r"3 files listed in .*drive.csv do not exist.*Windows drive paths"):
+        load_dataset("folder", tmp_path / "drive.csv")
+
 def test_folder_errors_name_the_fix(tmp_path: Path) -> None:
     make_folder(tmp_path, n_slides=4)
     Image.fromarray(tile(32, 0, 0)).save(tmp_path / "normal" / "loose.png")
@@ -68,6 +85,13 @@ def test_folder_errors_name_the_fix(tmp_path: Path) -> None:
     pd.DataFrame({"path": ["a.png"], "label": ["x"]}).to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(ValueError, match=r"lacks columns \['slide or patient'\]"):
         load_dataset("folder", tmp_path / "bad.csv")
+    files = sorted(tmp_path.glob("*/s*/p*.png"))
+    rows = pd.DataFrame({"path": [f.relative_to(tmp_path).as_posix() for f in files],
+                         "label": [f.parent.parent.name for f in files], "slide": [f.parent.name for f in files]})
+    rows.loc[1, "label"] = ""  # one patch nobody labelled
+    rows.to_csv(tmp_path / "unlabelled.csv", index=False)
+    with pytest.raises(ValueError, match=r"unlabelled.csv: 1 rows have an empty 'label' \(e.g. row 3 of the file\)"):
+        load_dataset("folder", tmp_path / "unlabelled.csv")  # not a class named ''
 
 
 def test_probe_folder_knn_and_its_table_column(tmp_path: Path, capsys) -> None:
@@ -99,3 +123,42 @@ def test_readme_flow_with_one_root(tmp_path: Path, capsys) -> None:
     assert (root / "mhist" / "splits" / "mhist_split_seed0_val0.2.csv").is_file()  # saved with the data
     assert main(["table", "--results", str(out), "--out", str(tmp_path / "table")]) == 0
     assert any(l.startswith("| tiny ‡") for l in (tmp_path / "table" / "table1.md").read_text().splitlines())
+
+
+def test_folder_class_with_one_slide_is_refused_before_a_split_is_saved(tmp_path: Path) -> None:
+    """A class whose patches all come from one slide cannot be in train and test: say so, save nothing."""
+    root = tmp_path / "task"
+    make_folder(root, n_slides=8)  # 8 slides, normal/tumor alternating (s03 holds both)
+    for s in ("s01", "s05", "s07"):  # tumor keeps one slide of its own (s03 has tumor patches too, but is
+        shutil.rmtree(root / "tumor" / s)  # a 'normal' slide by majority label: tie -> first class)
+    with pytest.raises(ValueError, match=r"leaves (train|test) without any patch of class\(es\) \['tumor'\].*add"):
+        load_dataset("folder", root)
+    assert not (root / "splits").exists() or not any((root / "splits").iterdir())
+
+
+def test_notebook_06_probes_a_folder_task_under_its_own_name(tmp_path: Path) -> None:
+    """Notebook 06 with ``dataset="folder"``: results are ``folder:<name>`` (its own Table 1 column), not "folder"."""
+    import papermill as pm
+
+    root = tmp_path / "inhouse"
+    make_folder(root)
+    nb = Path(__file__).resolve().parents[1] / "notebooks" / "06_linear_probing.ipynb"
+    out = tmp_path / "out"
+    pm.execute_notebook(str(nb), str(tmp_path / "06.ipynb"), cwd=str(nb.parent), kernel_name="python3",
+                        progress_bar=False, request_save_on_cell_execute=False,
+                        parameters={"out_dir": str(out), "smoke": True, "dataset": "folder", "dataset_root": str(root),
+                                    "encoder": "random:vit_tiny_patch16_224", "seeds": [0], "iterations": 20})
+    results = [json.loads(p.read_text()) for p in sorted((out / "probe").glob("*.json"))]
+    assert results and {r["dataset"] for r in results} == {"folder:inhouse"}
+    assert json.loads((out / "notebook_summary.json").read_text())["dataset"] == "folder:inhouse"
+
+
+def test_folder_without_images_is_not_a_class(tmp_path: Path) -> None:
+    """A probe's --out inside ROOT (features/*.h5, *.json) must not turn into an empty third class."""
+    root = tmp_path / "task"
+    make_folder(root, n_slides=6)
+    assert load_dataset("folder", root).classes == ["normal", "tumor"]
+    (root / "results" / "features").mkdir(parents=True)
+    (root / "results" / "features" / "x.h5").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"task/results hold\(s\) no images .*move or delete it"):
+        load_dataset("folder", root)

@@ -161,8 +161,8 @@ def test_msi_fix_command_really_gives_a_loadable_layout(tmp_path: Path) -> None:
     from exaonepath_lab.probing.scan import msi_fix_command
     from fixtures_downstream import msi_archives
 
-    d = tmp_path / "msi_stad"
-    d.mkdir()
+    d = tmp_path / "Jane's data" / "msi_stad"  # pasted into a shell as printed: the path is quoted
+    d.mkdir(parents=True)
     exp = msi_archives(d, "STAD", patients=(3, 1), tiles_per=1)
     with pytest.raises(ValueError, match="are there: run"):
         load_dataset("msi_stad", d)
@@ -260,3 +260,28 @@ def test_til_verify_checks_every_tile_against_the_metadata_md5(tmp_path: Path) -
     rep = check_dataset("til", tmp_path, expected=exp, checksums=True)
     assert any("1 tiles differ from the md5" in p and f.name in p for p in rep.problems)
     assert check_dataset("til", tmp_path, expected=exp).ok  # without --verify only the format is checked
+
+
+def test_pcam_kaggle_competition_layout_is_named_not_loaded(tmp_path: Path) -> None:
+    """Kaggle's 'Histopathologic Cancer Detection' zip (train/<id>.tif, train_labels.csv, test/, no test labels)
+    is what many users have as "PCam": the error names it and the route to the real release."""
+    import hashlib
+    import subprocess
+
+    from fixtures_downstream import _zip, encode, tile
+
+    members, rows = {"sample_submission.csv": b"id,label\n"}, ["id,label"]
+    for split in ("train", "test"):
+        for i in range(3):
+            name = hashlib.sha1(f"{split}{i}".encode()).hexdigest()  # noqa: S324 - Kaggle's ids are 40 hex digits
+            members[f"{split}/{name}.tif"] = encode(tile(96, i % 2, i), "TIFF")
+            rows += [f"{name},{i % 2}"] if split == "train" else []
+    members["train_labels.csv"] = ("\n".join(rows) + "\n").encode()
+    archive = _zip(tmp_path / "histopathologic-cancer-detection.zip", members)
+    root = tmp_path / "downstream"
+    (root / "pcam").mkdir(parents=True)
+    subprocess.run(["unzip", "-q", str(archive), "-d", str(root / "pcam")], check=True)  # as users unzip it
+    with pytest.raises(ValueError, match=r"Kaggle 'Histopathologic Cancer Detection' layout .*datasets fetch pcam "
+                                         rf"--root {root}"):
+        load_dataset("pcam", root)
+    assert "Kaggle" in check_dataset("pcam", root).to_text()

@@ -24,8 +24,13 @@ from exaonepath_lab.pretrain.launch import (
 ROOT = Path(__file__).resolve().parents[1]
 
 
+INIT = "/models/vit_base_patch16_224.augreg_in21k_ft_in1k.safetensors"  # ImageNet weights on the cluster
+
+
 def _paper(tmp_path: Path, **kw) -> LaunchConfig:
-    return LaunchConfig(data=str(tmp_path / "tiles"), out=str(tmp_path / "run"), **kw)
+    """The paper's launch, starting from ImageNet weights as the paper does (§4.2)."""
+    overrides = (f"init_checkpoint={INIT}", *kw.pop("overrides", ()))
+    return LaunchConfig(data=str(tmp_path / "tiles"), out=str(tmp_path / "run"), overrides=overrides, **kw)
 
 
 def _srun_line(sbatch: str) -> list[str]:
@@ -39,12 +44,14 @@ def test_dry_run_writes_paper_job(tmp_path):
     paths = render_launch(cfg)
     folder = tmp_path / "run" / "launch"
     assert {p.name for p in folder.iterdir()} == {
-        "launch_config.json", "train_config.json", "job.sbatch", "torchrun.sh", "submitit.json"}
+        "launch_config.json", "train_config.json", "job.sbatch", "torchrun.sh", "submitit.json", "slurm"}
+    assert (folder / "slurm").is_dir()  # SLURM opens #SBATCH --output there before the script runs
     assert all(p.parent == folder for p in paths.values())
     # Configs round-trip and carry the paper's split: 10 x 8 GPUs, 64 per GPU = 5,120.
     assert LaunchConfig.load(paths["launch_config"]) == cfg
     train_cfg = json.loads(paths["train_config"].read_text())
     assert (train_cfg["batch_size"], train_cfg["world_batch_size"], train_cfg["preset"]) == (64, 5120, "paper")
+    assert train_cfg["init_checkpoint"] == INIT
     assert train_cfg["data"] == str((tmp_path / "tiles").absolute())
     sb = paths["sbatch"].read_text()
     for directive in ("--nodes=10", "--ntasks-per-node=1", "--gpus-per-node=8", "--cpus-per-task=80",
@@ -79,7 +86,7 @@ def test_sbatch_torchrun_line_parses_back(tmp_path):
     args = build_parser().parse_args(train_argv)
     assert (args.command, args.preset, args.resume, args.no_progress) == ("train", "paper", True, True)
     assert args.data == str((tmp_path / "tiles").absolute()) and args.out == str((tmp_path / "run").absolute())
-    assert args.overrides == ["epochs=5", "global_crop_scale=[0.25,1.0]", "batch_size=64"]
+    assert args.overrides == [f"init_checkpoint={INIT}", "epochs=5", "global_crop_scale=[0.25,1.0]", "batch_size=64"]
 
 
 def test_torchrun_script_single_and_multi_node(tmp_path):
@@ -89,9 +96,14 @@ def test_torchrun_script_single_and_multi_node(tmp_path):
     line = [ln for ln in one.splitlines() if ln.startswith("exec torchrun ")][0]
     tr = get_args_parser().parse_args(shlex.split(line)[2:-1])  # drop "exec torchrun" and "$@"
     assert tr.standalone and tr.nnodes == "1" and tr.nproc_per_node == "8"
-    assert build_parser().parse_args(tr.training_script_args).overrides == ["batch_size=64"]
+    assert build_parser().parse_args(tr.training_script_args).overrides == [f"init_checkpoint={INIT}", "batch_size=64"]
     multi = plan_launch(_paper(tmp_path, nodes=2, gpus_per_node=4)).torchrun
     assert "--nnodes 2 --node_rank \"$NODE_RANK\"" in multi and "batch_size=640" in multi  # 5120 / 8
+    mline = [ln for ln in multi.splitlines() if ln.startswith("exec torchrun ")][0]
+    mt = get_args_parser().parse_args(shlex.split(mline.replace('"$NODE_RANK"', "1"))[2:-1])  # as on node 1
+    # Every node's torchrun forwards SLURM's USR1 and waits for the checkpoint, as the one-node script does.
+    assert (mt.nnodes, mt.node_rank, mt.nproc_per_node, mt.rdzv_backend) == ("2", 1, "4", "c10d")
+    assert mt.shutdown_timeout == tr.shutdown_timeout == 100 and "SIGUSR1" in mt.signals_to_handle.split(",")
 
 
 def test_batch_split_arithmetic_and_errors(tmp_path):
@@ -121,7 +133,7 @@ def test_batch_split_arithmetic_and_errors(tmp_path):
 def test_config_validation_messages(tmp_path):
     with pytest.raises(ValueError, match="engine='slurm'; use one of submitit, sbatch, torchrun"):
         _paper(tmp_path, engine="slurm")
-    with pytest.raises(ValueError, match="override 'epochs' is not key=value"):
+    with pytest.raises(ValueError, match="override 'epochs': expected KEY=VALUE"):
         _paper(tmp_path, overrides=("epochs",))
     with pytest.raises(ValueError, match="signal_delay_s=7200 must be within the time limit"):
         _paper(tmp_path, time_min=60, signal_delay_s=7200)
@@ -155,14 +167,59 @@ def test_submit_without_slurm_says_what_to_do(tmp_path, monkeypatch):
 
 
 def test_cli_dry_run_and_error(tmp_path, capsys):
-    rc = main(["launch", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o"), "--nodes", "2",
+    rc = main(["launch", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o"), "--init", INIT, "--nodes", "2",
                "--gpus-per-node", "4", "--time", "12:00:00", "--partition", "a100", "--engine", "sbatch"])
     out = capsys.readouterr().out
     assert rc == 0 and "2 node(s) x 4 GPU(s) = 8 processes; 640 images per GPU, global batch 5120" in out
     assert "dry run: nothing submitted" in out
     sb = (tmp_path / "o" / "launch" / "job.sbatch").read_text()
     assert "#SBATCH --time=0-12:00:00" in sb and "#SBATCH --partition=a100" in sb
-    rc = main(["launch", "--data", "d", "--out", str(tmp_path / "o2"), "--nodes", "3"])
+    rc = main(["launch", "--data", "d", "--out", str(tmp_path / "o2"), "--init", INIT, "--nodes", "3"])
     err = capsys.readouterr().err
     assert rc == 1 and "global batch 5120 does not split evenly over 24 GPUs" in err
     assert not (tmp_path / "o2").exists()  # nothing rendered for an invalid job
+
+
+def test_paper_launch_without_init_is_refused_before_queueing(tmp_path, capsys):
+    """The paper starts from ImageNet: no --init is an error at render time; --init none is random init on purpose."""
+    rc = main(["launch", "--data", "d", "--out", str(tmp_path / "o"), "--engine", "sbatch"])
+    assert rc == 1 and "starts from ImageNet weights" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    assert main(["launch", "--data", "d", "--out", str(tmp_path / "o"), "--engine", "sbatch", "--init", "none"]) == 0
+    assert json.loads((tmp_path / "o" / "launch" / "train_config.json").read_text())["init_checkpoint"] is None
+    sb = (tmp_path / "o" / "launch" / "job.sbatch").read_text()
+    assert "--set init_checkpoint=none" in sb  # `train` reads it as random init on purpose, as launch did
+
+
+def test_relative_init_and_stain_target_are_made_absolute_like_data_and_out(tmp_path, monkeypatch):
+    """Jobs start in another working directory (each node running torchrun.sh, a copied job.sbatch): the
+    ImageNet weights and the Macenko target given relative to here must reach `train` as absolute paths."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["launch", "--data", "tiles", "--out", "run", "--init", "weights/vit_b.safetensors", "--nodes", "2",
+                 "--gpus-per-node", "4", "--set", "stain_target=targets/authors.png"]) == 0
+    init, target = str(tmp_path / "weights" / "vit_b.safetensors"), str(tmp_path / "targets" / "authors.png")
+    folder = tmp_path / "run" / "launch"
+    train_cfg = json.loads((folder / "train_config.json").read_text())  # what the submitit job trains with
+    assert (train_cfg["init_checkpoint"], train_cfg["stain_target"]) == (init, target)
+    srun = [a for a in _srun_line((folder / "job.sbatch").read_text()) if a != "$RESUME"]
+    sb_args = build_parser().parse_args(srun[srun.index("exaonepath_lab.cli") + 1:])
+    line = [ln for ln in (folder / "torchrun.sh").read_text().splitlines() if ln.startswith("exec torchrun ")][0]
+    tr_args = build_parser().parse_args(shlex.split(line)[shlex.split(line).index("exaonepath_lab.cli") + 1:-1])
+    for args in (sb_args, tr_args):
+        assert f"init_checkpoint={init}" in args.overrides and f"stain_target={target}" in args.overrides
+
+
+def test_submit_into_a_run_with_a_checkpoint_is_refused_before_queueing_unless_resume(tmp_path, capsys):
+    """A new job for an --out that holds a checkpoint would stop at its start (after the queue wait); `launch
+    --resume` is the way to continue that run (its train command gets --resume from the first start on)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"a previous run")
+    argv = ["launch", "--preset", "cpu-demo", "--data", str(tmp_path / "d"), "--out", str(out), "--nodes", "1",
+            "--gpus-per-node", "1", "--engine", "sbatch"]
+    assert main([*argv, "--submit"]) == 1
+    assert "checkpoint.pt exists: pass --resume to continue that run" in capsys.readouterr().err
+    assert not (out / "launch").exists()  # nothing rendered, nothing queued
+    assert main([*argv, "--resume"]) == 0  # dry run
+    srun = [a for a in _srun_line((out / "launch" / "job.sbatch").read_text()) if a != "$RESUME"]
+    assert build_parser().parse_args(srun[srun.index("exaonepath_lab.cli") + 1:]).resume

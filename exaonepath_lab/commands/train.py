@@ -5,7 +5,6 @@ import argparse
 import dataclasses
 import json
 import sys
-from typing import Any
 
 from ._args import STAIN_TARGET_HELP, parse_key_values
 
@@ -60,33 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _record_stain_target(cfg: Any, out: str) -> Any:
-    """Write the Macenko target the run uses to OUT/stain_target.json (name, sha256, numbers).
-
-    A target *image* (the authors' PNG) is fitted here, once, and the run then loads the fitted JSON
-    (``stain_target`` points to it; reruns reuse it while the image's sha256 is unchanged). A JSON
-    target or the HERef default is used as given and only recorded.
-    """
-    from pathlib import Path
-
-    from ..stain.target import IMAGE_SUFFIXES, resolve_target
-
-    cached = Path(out) / "stain_target.json"
-    spec = cfg.stain_target
-    if spec and Path(spec).resolve() == cached.resolve():
-        return cfg
-    target = resolve_target(spec, cache_path=cached)
-    if spec and Path(spec).suffix.lower() in IMAGE_SUFFIXES:
-        cfg = cfg.replace(stain_target=str(cached))
-    else:
-        target.save(cached)
-    prov = target.provenance()
-    print(f"Macenko target: {prov['name']} (sha256 {prov['sha256'][:16]}...) recorded in {cached}", file=sys.stderr)
-    return cfg
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..pretrain.checkpoint import latest_checkpoint
+    from ..pretrain.checkpoint import refuse_existing_checkpoint
+    from ..pretrain.data import record_stain_target
     from ..pretrain.config import PretrainConfig
     from ..pretrain.presets import check_init, get_preset
 
@@ -108,17 +83,14 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
     check_init(cfg, explicit_none=random_init)
-    prev = latest_checkpoint(args.out)
-    if prev is not None and not args.resume:
-        raise ValueError(f"{prev} exists: pass --resume to continue that run, or choose another --out")
+    if not args.resume:
+        refuse_existing_checkpoint(args.out)
     if cfg.normalize:
-        cfg = _record_stain_target(cfg, args.out)
+        cfg = record_stain_target(cfg, args.out)
     from ..pretrain.trainer import train
 
     res = train(cfg, resume=args.resume, progress=not args.no_progress)
-    final = res.final
-    print(f"{res.status} at iteration {res.iteration}/{res.total_iters}: loss {final.get('loss', float('nan')):.4f}, "
-          f"teacher entropy {final.get('teacher_entropy', float('nan')):.3f}; checkpoint {res.checkpoint}")
+    print(res.summary())
     if res.stain_counts:
         print(f"Macenko statuses: {res.stain_counts}")
     for w in res.collapse_warnings:

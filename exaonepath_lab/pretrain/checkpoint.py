@@ -63,3 +63,10 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """``run_dir/checkpoint.pt`` if present."""
     p = Path(run_dir) / CHECKPOINT_NAME
     return p if p.is_file() else None
+
+
+def refuse_existing_checkpoint(run_dir: str | Path) -> None:
+    """Raise if ``run_dir`` holds a checkpoint: a run is continued only on purpose (``--resume``)."""
+    prev = latest_checkpoint(run_dir)
+    if prev is not None:
+        raise ValueError(f"{prev} exists: pass --resume to continue that run, or choose another --out")

@@ -16,12 +16,15 @@
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
+
+from .config import PretrainConfig
 
 
 def open_pretrain_dataset(path: str | Path, *, out_px: int | None = None, **kwargs: Any) -> Dataset:
@@ -43,6 +46,30 @@ def open_pretrain_dataset(path: str | Path, *, out_px: int | None = None, **kwar
     from ..datasets import ImageFolderDataset
 
     return ImageFolderDataset(p, **kwargs)
+
+
+def record_stain_target(cfg: PretrainConfig, out: str | Path) -> PretrainConfig:
+    """Write the Macenko target the run uses to OUT/stain_target.json (name, sha256, numbers).
+
+    A target *image* (the authors' PNG) is fitted here, once, and the run then loads the fitted JSON
+    (``stain_target`` points to it; reruns reuse it while the image's sha256 is unchanged). A JSON
+    target or the HERef default is used as given and only recorded.
+    """
+    from ..stain.target import IMAGE_SUFFIXES, resolve_target
+
+    # Absolute: the run's config (compared on --resume) must not depend on the working directory.
+    cached = Path(out).absolute() / "stain_target.json"
+    spec = cfg.stain_target
+    if spec and Path(spec).resolve() == cached.resolve():
+        return cfg
+    target = resolve_target(spec, cache_path=cached)
+    if spec and Path(spec).suffix.lower() in IMAGE_SUFFIXES:
+        cfg = cfg.replace(stain_target=str(cached))
+    else:
+        target.save(cached)
+    prov = target.provenance()
+    print(f"Macenko target: {prov['name']} (sha256 {prov['sha256'][:16]}...) recorded in {cached}", file=sys.stderr)
+    return cfg
 
 
 class EpochSampler(Sampler[int]):

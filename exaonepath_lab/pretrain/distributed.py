@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -79,15 +80,30 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
-    """Mean over ranks (identity without a process group)."""
+def gather_floats(value: float, device: torch.device) -> list[float]:
+    """Every rank's ``value``, in rank order, on every rank (one all-reduce); ``[value]`` without a group.
+
+    Non-finite values travel intact (each rank fills only its own slot of a zero vector).
+    """
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        x = x.clone()
-        dist.all_reduce(x)
-        x /= dist.get_world_size()
-    return x
+    if not (dist.is_available() and dist.is_initialized()):
+        return [float(value)]
+    t = torch.zeros(dist.get_world_size(), dtype=torch.float64, device=device)
+    t[dist.get_rank()] = float(value)
+    dist.all_reduce(t)
+    return [float(v) for v in t.tolist()]
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's picklable ``obj``, in rank order, on every rank; ``[obj]`` without a group."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def broadcast_flag(flag: bool, device: torch.device) -> bool:

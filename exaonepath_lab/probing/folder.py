@@ -17,6 +17,7 @@ stem), which ``exaonepath-lab table`` shows as its own column.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,6 +37,16 @@ def folder_task_name(root: str | Path) -> str:
     return f"folder:{p.stem if p.suffix.lower() == '.csv' else p.resolve().name}"
 
 
+def _csv_path(value: str, base: Path) -> Path:
+    """A CSV's ``path`` cell as a file path: relative to ``base`` unless absolute; a CSV written on Windows
+    (``imgs\\tumor\\p1.png``) is read with its backslashes as separators when the path does not exist as is."""
+    p = Path(value) if Path(value).is_absolute() else base / value
+    if "\\" in value and not p.is_file():
+        posix = value.replace("\\", "/")
+        p = Path(posix) if Path(posix).is_absolute() else base / posix
+    return p
+
+
 def _scan_csv(csv: Path) -> Scan:
     scan = Scan(_frame([]), layout="CSV path,label,slide/patient")
     try:
@@ -53,15 +64,22 @@ def _scan_csv(csv: Path) -> Scan:
         n = int((df[group].str.strip() == "").sum())
         scan.problems.append(f"{csv}: {n} rows have an empty {group!r}; every patch needs its slide/patient")
     labels = df["label"].str.strip()
+    if (labels == "").any():
+        scan.problems.append(f"{csv}: {int((labels == '').sum())} rows have an empty 'label' (e.g. row "
+                             f"{int((labels == '').to_numpy().argmax()) + 2} of the file); label every patch or "
+                             "leave the unlabelled ones out of the CSV")
+        return scan
     numeric = labels.str.fullmatch(r"-?\d+").all()
     classes = [str(c) for c in sorted(set(labels.astype(int)))] if numeric else sorted(set(labels))
     if numeric and classes != [str(i) for i in range(len(classes))]:
         scan.problems.append(f"{csv}: integer labels must be 0..K-1, found {classes}")
-    paths = [Path(p) if Path(p).is_absolute() else csv.parent / p for p in df["path"].str.strip()]
+    paths = [_csv_path(p, csv.parent) for p in df["path"].str.strip()]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
+        drive = any(re.match(r"[A-Za-z]:[\\/]", p) for p in df["path"].str.strip())
         scan.problems.append(f"{len(missing)} files listed in {csv} do not exist (e.g. {missing[:3]}); paths are "
-                             f"relative to {csv.parent}")
+                             f"relative to {csv.parent}" + ("; Windows drive paths (C:\\...) cannot be read here: "
+                                                           "make them relative to the CSV" if drive else ""))
     rows = []
     for p, lab, g in zip(paths, labels, df[group].str.strip()):
         if not p.is_file():
@@ -107,12 +125,33 @@ def scan_folder(root: str | Path) -> Scan:
                              f"a folder named after its slide or patient, ROOT/<class>/<slide>/, so the split can keep "
                              "a slide's patches together (a patch-level split leaks), or list them in a CSV with "
                              "path,label,slide")
+    empty = [c for c in classes if not any(r["class_name"] == c for r in rows)]
+    if rows and empty:  # a typo'd or empty folder, or an output folder (probe --out) inside ROOT: not a class
+        scan.problems.append(f"{', '.join(str(root / c) for c in empty)} hold(s) no images in <slide>/ sub-folders, "
+                             f"so would be an empty class among {classes}: move or delete it (outputs belong "
+                             "outside ROOT), or put that class's patches in it")
     scan.items = _frame(rows)
     scan.items.attrs["classes"] = classes
     if not rows:
         scan.problems.append(f"no images under {root}/<class>/<slide>/")
     return scan
 
+
+
+def _check_every_class_in_train_and_test(items: pd.DataFrame, splits: np.ndarray, classes: list[str],
+                                         root: Path) -> None:
+    """Raise before a split is saved in which a class has no patch in train or in test (a class with one
+    slide/patient, or too few for the test share): its probe would be untrained or its test metrics
+    meaningless (AUROC nan), with nothing said."""
+    for part in ("train", "test"):
+        absent = [c for k, c in enumerate(classes) if not ((splits == part) & (items["label"] == k)).any()]
+        if absent:
+            groups = {c: sorted(items.loc[items["label"] == classes.index(c), "patient"].unique()) for c in absent}
+            have = "; ".join(f"{c!r}: {len(g)} slide(s)/patient(s) {g[:5]}" for c, g in groups.items())
+            raise ValueError(f"{root}: the slide/patient-level split leaves {part} without any patch of class(es) "
+                             f"{absent} ({have}). Each class needs slides in both train and test: add slides or "
+                             "patients of those classes (>= 3 each is safest), raise --test-fraction, or leave "
+                             "the class out")
 
 def load_folder_dataset(
     root: str | Path,
@@ -139,10 +178,16 @@ def load_folder_dataset(
     rule = {"dataset": name, "rule": "group (slide/patient) train/val/test, stratified by the group's majority label",
             "val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed,
             "order": "groups sorted; numpy.random.default_rng(seed) for test, seed+1 for val; largest remainder"}
+
+    def make() -> np.ndarray:
+        labels = group_split_labels(items["relpath"].to_numpy(), items["patient"].to_numpy(),
+                                    items["label"].to_numpy(), val_fraction=val_fraction, test_fraction=test_fraction,
+                                    seed=seed)
+        _check_every_class_in_train_and_test(items, labels, classes, root)
+        return labels
+
     items["split"] = load_or_create_assignment(
-        items["relpath"].to_numpy(),
-        lambda: group_split_labels(items["relpath"].to_numpy(), items["patient"].to_numpy(), items["label"].to_numpy(),
-                                   val_fraction=val_fraction, test_fraction=test_fraction, seed=seed),
+        items["relpath"].to_numpy(), make,
         path=split_file_path(where, safe, seed, val_fraction, test_fraction), rule=rule,
         allowed=("train", "val", "test"))
     per_group = items.groupby("patient")["split"].nunique()

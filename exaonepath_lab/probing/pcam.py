@@ -38,6 +38,12 @@ def scan_pcam(root: Path) -> Scan:
     champ = next((d for d in (root / "images", root) if (d / "train" / CHAMPKIT_CLASSES[0]).is_dir()), None)
     if champ is not None and not any(root.glob("camelyonpatch_level_2_split_*")):
         return _scan_champkit_pngs(root, champ)
+    if (root / "train_labels.csv").is_file() and not any(root.glob("camelyonpatch_level_2_split_*")):
+        return Scan(_frame([]), [
+            f"{root} holds the Kaggle 'Histopathologic Cancer Detection' layout (train_labels.csv + train/*.tif): a "
+            "re-cut of PCam without its duplicates and without labelled valid/test splits, so not the paper's PCam "
+            f"splits. Get the original release: `exaonepath-lab datasets fetch pcam --root {root.parent}` "
+            "(doi:10.5281/zenodo.2546921)"], layout="Kaggle histopathologic-cancer-detection (not the PCam release)")
     scan = Scan(_frame([]), layout="camelyonpatch_level_2_split_*.h5 (gunzipped)")
     frames = []
     for part, split in PCAM_PARTS.items():

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -54,6 +55,11 @@ def real(p: Path) -> Path:
     """``p`` with every symlink resolved (a broken link resolves to a path that does not exist)."""
     return Path(os.path.realpath(p))
 
+
+
+def _cd(root: Path) -> str:
+    """``cd ROOT`` for a fix command the user pastes into a shell (quoted: paths with spaces)."""
+    return f"cd {shlex.quote(str(root))}"
 
 def _row(relpath: str, path: Path, label: int, cls: str, partition: str, patient: str = "") -> dict:
     return {"relpath": relpath, "path": str(path), "label": label, "class_name": cls, "partition": partition,
@@ -139,11 +145,11 @@ def scan_mhist(root: Path) -> Scan:
                              "https://bmirds.github.io/MHIST/ and put both in this folder)")
     if img_dir is None:
         if (root / "images.zip").is_file():
-            scan.problems.append(f"{root / 'images.zip'} is not extracted: run `cd {root} && unzip -q images.zip` "
+            scan.problems.append(f"{root / 'images.zip'} is not extracted: run `{_cd(root)} && unzip -q images.zip` "
                                  "(it creates images/)")
         else:
             scan.problems.append(f"no MHIST images under {root} (expected images/MHIST_*.png): put images.zip "
-                                 f"there and run `cd {root} && unzip -q images.zip`")
+                                 f"there and run `{_cd(root)} && unzip -q images.zip`")
     if scan.problems:
         return scan
     scan.layout = {root / "images": "annotations.csv + images/", root / "images" / "images":
@@ -236,9 +242,9 @@ def scan_crc100k(root: Path) -> Scan:
                 fix = (f"; found NCT-CRC-HE-100K (the Macenko-normalized release) but the paper uses the "
                        f"non-normalized {CRC_TRAIN_DIR}.zip from doi:10.5281/zenodo.1214456")
             elif _unextracted(root, [f"{name}.zip"]):
-                fix = f"; {name}.zip is there: run `cd {root} && unzip -q {name}.zip` (it creates {name}/)"
+                fix = f"; {name}.zip is there: run `{_cd(root)} && unzip -q {name}.zip` (it creates {name}/)"
             else:
-                fix = (f" (download {name}.zip from doi:10.5281/zenodo.1214456 and run `cd {root} && unzip -q "
+                fix = (f" (download {name}.zip from doi:10.5281/zenodo.1214456 and run `{_cd(root)} && unzip -q "
                        f"{name}.zip`, or `exaonepath-lab datasets fetch crc100k --root {root.parent}`)")
             scan.problems.append(f"missing folder {root / name}{fix}")
             continue
@@ -393,9 +399,9 @@ def scan_til(root: Path) -> Scan:
     _partial_warnings(root, scan)
     images, tree = til_images_dir(root)
     if images is None and tree is None:
-        fix = (f"`cd {root} && tar xzf TCGA-TILs.tar.gz` (keeps the pancancer/ symlinks)"
+        fix = (f"`{_cd(root)} && tar xzf TCGA-TILs.tar.gz` (keeps the pancancer/ symlinks)"
                if _unextracted(root, ["TCGA-TILs.tar.gz"]) else
-               f"download TCGA-TILs.tar.gz (doi:10.5281/zenodo.6604094), then `cd {root} && tar xzf TCGA-TILs.tar.gz`, "
+               f"download TCGA-TILs.tar.gz (doi:10.5281/zenodo.6604094), then `{_cd(root)} && tar xzf TCGA-TILs.tar.gz`, "
                f"or run `exaonepath-lab datasets fetch til --root {root.parent}`")
         scan.problems.append(f"no TIL tiles under {root} (expected {TIL_TOP}/{TIL_IMAGES}/<study>/{{train,val,test}}/"
                              f"{{til-negative,til-positive}}/); fix: {fix}")
@@ -441,7 +447,7 @@ def msi_zip_names(prefix: str) -> list[str]:
 
 def msi_fix_command(root: Path, prefix: str) -> str:
     """Extraction that keeps TRAIN and TEST apart: each zip into a folder named like it."""
-    return f'cd {root} && for z in {prefix}_*.zip; do unzip -q -o "$z" -d "${{z%.zip}}"; done'
+    return f'{_cd(root)} && for z in {prefix}_*.zip; do unzip -q -o "$z" -d "${{z%.zip}}"; done'
 
 
 def _msi_candidates(root: Path, prefix: str, part: str, cls: str, own_folder: bool) -> list[tuple[Path, str]]:
