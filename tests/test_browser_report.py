@@ -147,7 +147,8 @@ def _visible_images(frame) -> list[dict]:
     return frame.evaluate("""() => Array.from(document.querySelectorAll('img')).filter(i => {
         const r = i.getBoundingClientRect(), s = getComputedStyle(i);
         return i.complete && i.naturalWidth > 0 && r.width > 0 && r.height > 0 && s.display !== 'none'
-               && s.visibility !== 'hidden'; }).map(i => ({src: i.src.slice(0, 40), w: i.getBoundingClientRect().width}))""")
+               && s.visibility !== 'hidden'; })
+        .map(i => ({src: i.src.slice(0, 40), w: i.getBoundingClientRect().width}))""")
 
 
 def test_browser_checks_catch_undrawn_points_and_outside_requests(tmp_path: Path) -> None:
@@ -168,7 +169,8 @@ def test_browser_checks_catch_undrawn_points_and_outside_requests(tmp_path: Path
         page.evaluate("() => Plotly.restyle(document.querySelector('.js-plotly-plot'), {'marker.opacity': 0}, [0])")
         page.wait_for_timeout(500)
         total, problems = undrawn_points(page)
-        assert total == 7 and len(problems) == 1 and "'gl' (scattergl): 4 of 4 points not drawn" in problems[0], problems
+        assert total == 7 and len(problems) == 1, problems
+        assert "'gl' (scattergl): 4 of 4 points not drawn" in problems[0], problems
         session.assert_clean()
         page.set_content("<img src='https://example.invalid/x.png'><img src='data:image/png;base64,iVBORw0KGgo='>")
         assert session.log.outside_requests == ["https://example.invalid/x.png"]

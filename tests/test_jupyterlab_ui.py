@@ -145,7 +145,8 @@ def jupyterlab(tmp_path: Path):
 def _executed_prompts(page) -> tuple[int, int, int]:
     """(code cells, cells with an execution number, cells still running) as the notebook shows them."""
     return page.evaluate(r"""() => {
-      const ps = Array.from(document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt'))
+      const sel = '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt';
+      const ps = Array.from(document.querySelectorAll(sel))
         .map(p => p.textContent.trim());
       return [ps.length, ps.filter(t => /^\[\d+\]:?$/.test(t)).length, ps.filter(t => t.includes('*')).length];
     }""")
@@ -153,7 +154,8 @@ def _executed_prompts(page) -> tuple[int, int, int]:
 
 def _control(page, kind: str, description: str):
     """An ipywidgets control by its type (CSS class) and description label."""
-    return page.locator(f".widget-{kind}", has=page.locator(".widget-label", has_text=re.compile(rf"^\s*{description}\s*$")))
+    label = page.locator(".widget-label", has_text=re.compile(rf"^\s*{description}\s*$"))
+    return page.locator(f".widget-{kind}", has=label)
 
 
 def _figure_signature(frame) -> tuple:
