@@ -40,7 +40,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from exaonepath_lab.probing.linear import ProbeConfig, train_linear_probe
+    from exaonepath_lab.probing.config import ProbeConfig
+    from exaonepath_lab.probing.linear import train_linear_probe
     from exaonepath_lab.probing.metrics import top1_accuracy
 
     n_val = args.n // 10

@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from exaonepath_lab.commands._args import parse_key_values
     from exaonepath_lab.pretrain.data import ArrayDataset
-    from exaonepath_lab.pretrain.evaluate import dataset_arrays, learning_check
+    from exaonepath_lab.pretrain.evaluate import dataset_arrays
+    from exaonepath_lab.probing.learning import learning_check
     from exaonepath_lab.pretrain.presets import get_preset
     from exaonepath_lab.slides.dataset import TiledPatchDataset
     from exaonepath_lab.slides.synthetic import make_cohort

@@ -20,6 +20,7 @@ COMMANDS = [
     "launch",
     "extract",
     "collapse",
+    "audit",
     "datasets",
     "sample-data",
     "probe",
@@ -42,8 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             mod = importlib.import_module(f"exaonepath_lab.commands.{name.replace('-', '_')}")
         except ModuleNotFoundError as e:
-            if e.name == f"exaonepath_lab.commands.{name.replace('-', '_')}":
-                continue  # command not part of this build
+            module = name.replace("-", "_")
+            if e.name == f"exaonepath_lab.commands.{module}":
+                # A listed command that is missing is a broken install, never a smaller CLI.
+                raise ImportError(f"exaonepath-lab: command {name!r} is listed in exaonepath_lab.cli.COMMANDS but "
+                                  f"exaonepath_lab/commands/{module}.py is missing; reinstall the package "
+                                  "(pip install -e .) or remove it from COMMANDS") from e
             raise
         mod.register(sub)
     return p

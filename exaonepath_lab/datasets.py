@@ -56,6 +56,38 @@ class ItemDataset(torch.utils.data.Dataset):
         return {"image": img, "index": int(i)}
 
 
+class FileItemDataset(ItemDataset):
+    """Items that are image files listed in a table (``meta.path``), e.g. a downstream dataset's patches."""
+
+    def __init__(self, meta: pd.DataFrame, transform: Callable[[np.ndarray], Any] | None = None) -> None:
+        self.meta = meta.reset_index(drop=True)
+        self.transform = transform
+
+    def load_image(self, i: int) -> np.ndarray:
+        return read_rgb(self.meta.at[i, "path"])
+
+
+def find_images(root: str | Path) -> list[Path]:
+    """Image files under ``root``, sorted, following symbolically linked folders (a cohort assembled
+    from links is common); each real folder is visited once, so a link cycle cannot loop. Hidden files
+    are skipped. Paths keep the link names (the slide id is the folder name as the user sees it)."""
+    import os
+
+    root = Path(root)
+    seen: set[str] = set()
+    out: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        out += [Path(dirpath) / f for f in filenames
+                if Path(f).suffix.lower() in IMAGE_SUFFIXES and not f.startswith(".")]
+    return sorted(out)
+
+
 class ImageFolderDataset(ItemDataset):
     """Images under ``root``; with ``labels_from_dirs`` the first sub-folder is the class.
 
@@ -75,9 +107,7 @@ class ImageFolderDataset(ItemDataset):
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"image folder not found: {self.root}")
-        files = sorted(Path(p) for p in paths) if paths is not None else sorted(
-            p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-        )
+        files = sorted(Path(p) for p in paths) if paths is not None else find_images(self.root)
         if not files:
             raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {self.root}")
         rel = [f.relative_to(self.root) for f in files]

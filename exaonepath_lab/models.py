@@ -19,6 +19,12 @@ from torch import nn
 
 CHECKPOINT_FORMAT = "exaonepath-lab/dino-v1"
 
+#: ImageNet channel mean/std (RGB, on 0-1 pixels) = timm's IMAGENET_DEFAULT_MEAN/STD: what DINO and
+#: EXAONEPath normalize with, in training views and at evaluation. Defined here, once, because both
+#: ``pretrain`` and ``encoders`` need them and neither may import the other.
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
 
 def build_backbone(timm_name: str, **timm_kwargs: Any) -> nn.Module:
     """A timm backbone without classifier (``num_classes=0``), never downloading weights.

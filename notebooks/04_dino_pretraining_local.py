@@ -5,7 +5,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -55,7 +55,9 @@ from plotly.subplots import make_subplots
 from exaonepath_lab.demo import demo_inputs
 from exaonepath_lab.io import write_json_atomic
 from exaonepath_lab.pretrain.curves import plot_curves_plotly, read_log
-from exaonepath_lab.pretrain.evaluate import embed_images, knn_accuracy, teacher_and_random_twin
+from exaonepath_lab.pretrain.evaluate import embed_images
+from exaonepath_lab.probing.knn import knn_accuracy
+from exaonepath_lab.probing.learning import teacher_and_random_twin
 from exaonepath_lab.pretrain.presets import get_preset
 from exaonepath_lab.pretrain.trainer import train
 from exaonepath_lab.slides.dataset import TiledPatchDataset

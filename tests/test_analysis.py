@@ -12,6 +12,7 @@ from exaonepath_lab.analysis import (
     collapse_metrics,
     collapse_report,
     embed,
+    embed_panels,
     figure2,
     sample_patches,
     thumbnail_uri,
@@ -62,18 +63,36 @@ def test_embeddings_are_seeded_and_separate_blobs() -> None:
 
 
 @pytest.mark.slow
-def test_umap_runs_seeded() -> None:  # the one UMAP call of the suite (numba compiles ~30 s)
-    x, _ = _blobs(n_per=40)
+def test_umap_runs_seeded() -> None:  # the UMAP calls of the suite (numba compiles ~30 s)
+    from sklearn.metrics import silhouette_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    x, meta = _blobs(n_per=40)
     u = embed(x, "umap", seed=0, n_neighbors=10)
     assert u.coords.shape == (120, 2) and np.isfinite(u.coords).all() and u.params["n_neighbors"] == 10
+    # seeded: the same seed gives the same map, another seed another one
+    np.testing.assert_array_equal(embed(x, "umap", seed=0, n_neighbors=10).coords, u.coords)
+    assert not np.allclose(embed(x, "umap", seed=1, n_neighbors=10).coords, u.coords)
+    # three well-separated blobs stay separated in 2-D: every point's 2-D neighbours are from its blob
+    blob = meta["slide_id"].to_numpy()
+    knn = KNeighborsClassifier(n_neighbors=5).fit(u.coords, blob)
+    assert (knn.predict(u.coords) == blob).all() and silhouette_score(u.coords, blob) > 0.5
 
 
 def test_figure2_panels_hover_thumbnails_and_files(tmp_path: Path) -> None:
     x, meta = _blobs()
     rng = np.random.default_rng(1)
     panels = {"(a) raw": (x, meta), "(b) normalized": (x + rng.normal(size=x.shape) * 5, meta)}
-    thumbs = [thumbnail_uri(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8), 32)] * len(meta)
-    fig = figure2(panels, method="pca", n_boot=20, thumbnails=thumbs)
+    thumbs = [thumbnail_uri(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8))] * len(meta)
+    from PIL import Image
+    import base64
+    import io
+
+    assert Image.open(io.BytesIO(base64.b64decode(thumbs[0].split(",")[1]))).size == (112, 112)  # nuclei visible
+    coords = embed_panels({t: f for t, (f, _) in panels.items()}, method="pca")
+    metrics = pd.concat([collapse_metrics(f, m, name=t, n_boot=20) for t, (f, m) in panels.items()])
+    fig = figure2(coords, meta, metrics=metrics, method="tsne", thumbnails=thumbs)
+    assert fig.plotly.layout.title.text.startswith("t-SNE of features")  # spelled as such
     assert len(fig.plotly.data) == 6  # 3 slides × 2 panels, one legend entry per slide
     assert sum(t.showlegend for t in fig.plotly.data) == 3
     k = int(fig.plotly.data[0].customdata[0][-1])  # index into the shared thumbnail array
@@ -85,8 +104,12 @@ def test_figure2_panels_hover_thumbnails_and_files(tmp_path: Path) -> None:
     assert "plotly_hover" in html and (tmp_path / "plotly.min.js").exists()
     assert html.count("data:image/jpeg;base64,") == len(meta)  # stored once, shared by both panels
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    cls = figure2({"a": (x, meta)}, method="pca", color_by="class_name", compute_metrics=False)
+    cls = figure2({"a": coords["(a) raw"]}, meta, method="pca", color_by="class_name")
     assert sorted(t.name for t in cls.plotly.data) == ["stroma", "tumor"]
+    # 20 slides: every one in the legend, the figure tall enough that the legend needs no scrolling.
+    many = meta.assign(slide_id=[f"slide-{i % 20:02d}" for i in range(len(meta))])
+    tall = figure2({"a": coords["(a) raw"]}, many, method="pca")
+    assert sum(t.showlegend for t in tall.plotly.data) == 20 and tall.plotly.layout.height >= 200 + 21 * 20
 
 
 @pytest.fixture(scope="module")
@@ -104,22 +127,75 @@ def test_collapse_report_one_call_writes_everything_and_reuses_features(tmp_path
     enc = create_encoder("random:vit_tiny_patch16_224", seed=5, img_size=64, patch_size=16, depth=2)
     mac = MacenkoNormalizer(backend="torch")
     panels = {"(a) raw/raw": (enc, None), "(b) raw/norm": (enc, mac)}
-    rep = collapse_report(small_real, panels, out_dir=tmp_path, n_slides=3, per_slide=10, method="pca", n_boot=20,
-                          resize=False, crop=False, progress=False, include_plotlyjs="directory")
+    kw = dict(out_dir=tmp_path, n_slides=3, per_slide=10, min_per_slide=6, k=5, method="pca", n_boot=20,
+              resize=False, crop=False, progress=False)
+    rep = collapse_report(small_real, panels, include_plotlyjs="directory", **kw)
     names = set(rep.metrics["features"])
     assert names == {"(a) raw/raw", "(b) raw/norm", "colour stats (raw)", "colour stats (macenko)",
                      "random-init vit_tiny_patch16_224 (raw)", "random-init vit_tiny_patch16_224 (macenko)"}
-    for key in ("html", "png", "metrics", "sample", "embeddings", "json"):
+    for key in ("html", "png", "metrics", "differences", "sample", "embeddings", "json"):
         assert rep.paths[key].exists(), key
+    assert rep.paths["json"].name == "collapse.json"
     assert len(rep.sample) == 30 and rep.sample["slide_id"].nunique() == 3
     csv = pd.read_csv(rep.paths["metrics"])
-    assert {"metric", "value", "ci_low", "ci_high", "chance", "features"} <= set(csv.columns)
+    assert {"metric", "value", "ci_low", "ci_high", "chance", "features", "note"} <= set(csv.columns)
+    # Reference rows are computed on the very patches of the panels (same sample, same order).
+    assert rep.features["random-init vit_tiny_patch16_224 (raw)"].meta[["slide_id", "x", "y"]].equals(
+        rep.features["(a) raw/raw"].meta[["slide_id", "x", "y"]])
+    diffs = pd.read_csv(rep.paths["differences"])
+    pairs = set(zip(diffs["a"], diffs["b"]))
+    assert ("(a) raw/raw", "(b) raw/norm") in pairs  # (a) − last panel
+    assert ("(a) raw/raw", "random-init vit_tiny_patch16_224 (raw)") in pairs  # each panel vs its own-input twin
+    assert ("(b) raw/norm", "random-init vit_tiny_patch16_224 (macenko)") in pairs
+    emb = np.load(rep.paths["embeddings"])
+    assert list(emb["titles"]) == list(panels) and emb["a_raw_raw"].shape == (30, 2)
     assert rep.paths["html"].read_text().count("data:image/jpeg;base64,") == 30  # one thumbnail per patch
-    again = collapse_report(small_real, panels, out_dir=tmp_path, n_slides=3, per_slide=10, method="pca", n_boot=20,
-                            resize=False, crop=False, progress=False, references=False, thumbnails=False,
-                            include_plotlyjs=False)
+    again = collapse_report(small_real, panels, baselines=(), thumbnails=False, include_plotlyjs=False, **kw)
     assert again.features["(a) raw/raw"].cache_status == "reused"
     pd.testing.assert_frame_equal(again.metrics, rep.metrics[rep.metrics["features"].isin(panels)].reset_index(drop=True))
+    with pytest.raises(ValueError, match="unknown baseline"):
+        collapse_report(small_real, panels, baselines=("color",), **kw)
+
+
+def test_plan_sample_drops_small_slides_up_front_with_the_reason() -> None:
+    from exaonepath_lab.analysis import plan_sample
+
+    meta = pd.DataFrame({"slide_id": np.repeat(["big1", "big2", "big3", "tiny", "one"], [40, 30, 20, 5, 1])})
+    plan = plan_sample(meta, n_slides=20, per_slide=100, k=15, seed=0)  # default min_per_slide = k + 1
+    assert plan.min_per_slide == 16
+    assert set(plan.used["slide_id"]) == {"big1", "big2", "big3"} and len(plan.indices) == 90
+    assert dict(zip(plan.dropped["slide_id"], plan.dropped["reason"])) == {
+        "one": "1 patch(es) < min_per_slide 16", "tiny": "5 patch(es) < min_per_slide 16"}
+    text = plan.describe()
+    assert "dropped tiny: 5 patch(es)" in text and "only 3 have" in text
+    assert set(plan_sample(meta, min_per_slide=2, n_slides=None).used["slide_id"]) == {"big1", "big2", "big3", "tiny"}
+    with pytest.raises(ValueError, match="lower --min-per-slide"):
+        plan_sample(meta, min_per_slide=31)
+
+
+def test_neighbour_gallery_and_reading() -> None:
+    from exaonepath_lab.analysis import collapse_scores, gallery_html, neighbour_gallery, paired_differences
+    from exaonepath_lab.analysis.summary import collapse_reading, metrics_table
+
+    x, meta = _blobs(n_per=30)
+    mixed = np.random.default_rng(3).normal(size=x.shape).astype(np.float32)
+    g = neighbour_gallery({"(a)": x, "(c)": mixed}, meta, n_queries=3, k=4)
+    assert len(g) == 2 * 3 * 4 and not (g["query"] == g["neighbour"]).any()
+    share = g.groupby("features")["same_slide"].mean()
+    assert share["(a)"] == 1.0 and share["(c)"] < 0.8  # collapsed blobs: every neighbour from the query's slide
+    page = gallery_html(g, [f"data:image/jpeg;base64,{i}" for i in range(len(meta))])
+    assert page.count("<tr>") == 6 and "100% of neighbours" in page
+    sc = {n: collapse_scores(f, meta, name=n, k=5) for n, f in (("(a)", x), ("(b)", x * 0.5 + mixed), ("(c)", mixed))}
+    from exaonepath_lab.analysis import metrics_from_scores
+
+    metrics = pd.concat([metrics_from_scores(s, n_boot=30) for s in sc.values()])
+    diffs = pd.concat([paired_differences(sc[a], sc["(c)"], n_boot=30) for a in ("(a)", "(b)")])
+    lines = collapse_reading(metrics, diffs, panels=("(a)", "(b)", "(c)"))
+    assert lines[0][1] == "good" and "paired difference" in lines[0][0]
+    tab = metrics_table(metrics)
+    assert list(tab["features"]) == ["(a)", "(b)", "(c)", "chance level"]
+    assert "k-NN slide purity ↓" in tab.columns and "iLISI ↑" in tab.columns
+    assert tab.filter(like="SO share").iloc[:3].map(lambda v: v[0].isdigit()).all().all()  # labels span slides
 
 
 def test_explorer_switches_views() -> None:

@@ -24,8 +24,17 @@ def _kit_imports(path: Path) -> list[tuple[str, str, int]]:
     return out
 
 
-def test_there_are_benchmark_scripts() -> None:
-    assert len(SCRIPTS) >= 5, f"expected the benchmark scripts under {BENCH}"
+def test_every_benchmark_script_is_recorded_in_benchmarks_md() -> None:
+    """Every speed claim is a script whose numbers are in BENCHMARKS.md, and every script it names exists."""
+    import re
+
+    text = (BENCH.parent / "BENCHMARKS.md").read_text()
+    scripts = {p.name for p in SCRIPTS if not p.name.startswith("_")}
+    assert {"bench_tiling.py", "bench_stain.py", "bench_dino.py", "bench_features.py", "bench_probe.py"} <= scripts
+    unrecorded = sorted(n for n in scripts if n not in text)
+    assert not unrecorded, f"benchmark scripts with no section in BENCHMARKS.md: {unrecorded}"
+    named = set(re.findall(r"`((?:bench_)?\w+\.py)`", text)) - {"_assemble_benchmarks_md.py"}
+    assert named <= scripts, f"BENCHMARKS.md names scripts that do not exist: {sorted(named - scripts)}"
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -11,7 +12,7 @@ from exaonepath_lab.cli import main
 from exaonepath_lab.features import load_features
 from exaonepath_lab.features.patch_grid import GridPatchDataset
 
-ENC = ["--encoder", "random:vit_tiny_patch16_224", "--encoder-kw", "img_size=64", "patch_size=16", "depth=2"]
+ENC = ["--encoder", "random:vit_tiny_patch16_224", "--encoder-kw", "img_size=64", "patch_size=16", "depth=2", "seed=3"]
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +42,39 @@ def test_extract_then_collapse(tmp_path: Path, image_folder: Path, capsys: pytes
 
     out = tmp_path / "collapse"
     rc = main(["collapse", str(raw), str(norm), "--names", "(a) raw", "(b) macenko", "--out", str(out),
-               "--method", "pca", "--n-boot", "20", "--per-slide", "8", "--include-plotlyjs", "false", "--k", "5"])
+               "--method", "pca", "--n-boot", "20", "--per-slide", "8", "--include-plotlyjs", "false", "--k", "5",
+               "--baselines", "colour,random", "--report"])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "knn_slide_purity" in printed and "(b) macenko" in printed
+    assert "k-NN slide purity" in printed and "(b) macenko" in printed and "paired differences" in printed
+    # no class labels: the SO share is n/a with its reason, never 0.000 [0.000, 0.000]
+    assert "SO share" in printed and "n/a — no class labels" in printed and "0.000 [0.000, 0.000]" not in printed
     m = pd.read_csv(out / "metrics.csv")
-    assert set(m["features"]) == {"(a) raw", "(b) macenko"} and len(m) == 8  # 4 metrics each, no labels -> no RI
+    twin = "random-init vit_tiny_patch16_224"
+    assert set(m["features"]) == {"(a) raw", "(b) macenko", "colour stats (raw)", "colour stats (macenko)",
+                                  f"{twin} (raw)", f"{twin} (macenko)"}
+    so = m[m["metric"] == "so_share"]
+    assert len(so) == 6 and so["value"].isna().all() and so["note"].str.startswith("no class labels").all()
+    # Reference rows on the same patches as the panels: the twin's features of the sampled patches (read again from
+    # the files) equal a fresh extraction by the kit's twin builder (encoders.random_like) of the panel's encoder.
+    from exaonepath_lab.datasets import ImageFolderDataset
+    from exaonepath_lab.encoders import create_encoder, random_like
+    from exaonepath_lab.features import extract_features
+
+    ref = load_features(out / "features" / "random_init_vit_tiny_patch16_224_raw.h5")
+    sample = pd.read_csv(out / "sample.csv")
+    assert list(ref.meta["path"]) == list(sample["path"]) and len(ref) == 24
+    panel_encoder = create_encoder("random:vit_tiny_patch16_224", seed=3, img_size=64, patch_size=16, depth=2)
+    own = extract_features(random_like(panel_encoder, seed=0),
+                           ImageFolderDataset(image_folder, labels_from_dirs=False, paths=sample["path"]),
+                           resize=False, crop=False, progress=False)
+    np.testing.assert_allclose(ref.features, own.features, atol=1e-5)
+    d = pd.read_csv(out / "differences.csv")
+    assert ("(a) raw", "(b) macenko") in set(zip(d["a"], d["b"])) and ("(a) raw", f"{twin} (raw)") in set(zip(d["a"], d["b"]))
     assert (out / "figure2.png").stat().st_size > 10_000
     assert (out / "figure2.html").read_text().count("data:image/jpeg;base64,") == 24  # hover thumbnails, once
+    index = (out / "index.html").read_text()
+    assert "paired differences" in index and "<th>setting</th>" in index and "{'" not in index
 
 
 def test_cli_errors_name_the_fix(tmp_path: Path, image_folder: Path, capsys: pytest.CaptureFixture) -> None:
@@ -74,8 +100,45 @@ def test_extract_from_tiled_synthetic_cohort_carries_labels(tmp_path: Path, caps
     assert (fs.meta["label"] >= 0).any()
     capsys.readouterr()
     rc = main(["collapse", str(out), "--out", str(tmp_path / "c"), "--method", "pca", "--n-boot", "10", "--k", "3",
-               "--include-plotlyjs", "false"])
+               "--include-plotlyjs", "false", "--min-per-slide", "4"])
     assert rc == 0
     m = pd.read_csv(tmp_path / "c" / "metrics.csv")
-    assert "robustness_index" in set(m["metric"])  # tissue labels from the class map enable RI
+    assert m.loc[m["metric"] == "so_share", "value"].notna().all()  # tissue labels from the class map: SO share
     assert (tmp_path / "c" / "figure2.html").read_text().count("data:image/jpeg;base64,") == len(fs)  # via OpenSlide
+
+
+def test_extract_follows_symlinked_slide_folders(tmp_path: Path, image_folder: Path, capsys) -> None:
+    """A cohort assembled from symbolic links to slide folders (and a link cycle, visited once)."""
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    for d in sorted(image_folder.iterdir()):
+        (cohort / f"link_{d.name}").symlink_to(d, target_is_directory=True)
+    (cohort / "loop").symlink_to(cohort, target_is_directory=True)  # a cycle must not hang or duplicate
+    out = tmp_path / "f.h5"
+    assert main(["extract", *ENC, "--images", str(cohort), "--no-resize", "--quiet", "--out", str(out)]) == 0
+    fs = load_features(out)
+    assert len(fs) == 24 and set(fs.meta["slide_id"]) == {"link_tia", "link_cmu", "link_stardist"}
+
+
+def test_collapse_reports_small_slides_before_any_compute(tmp_path: Path, image_folder: Path, capsys) -> None:
+    """The failure of issue 16 ("a slide has 1 patch(es)" after minutes): now decided up front."""
+    lopsided = tmp_path / "imgs"
+    for d in sorted(image_folder.iterdir()):
+        (lopsided / d.name).mkdir(parents=True)
+        files = sorted(d.iterdir())[: 1 if d.name == "tia" else 8]
+        for f in files:
+            (lopsided / d.name / f.name).symlink_to(f)
+    feats = tmp_path / "f.h5"
+    assert main(["extract", *ENC, "--images", str(lopsided), "--no-resize", "--quiet", "--out", str(feats)]) == 0
+    capsys.readouterr()
+    rc = main(["collapse", str(feats), "--out", str(tmp_path / "c"), "--method", "pca", "--n-boot", "10", "--k", "3",
+               "--include-plotlyjs", "false", "--no-thumbnails"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "dropped tia: 1 patch(es) < min_per_slide 4" in err
+    assert err.index("dropped tia") < err.index("metrics:")  # said before any metric is computed
+    m = pd.read_csv(tmp_path / "c" / "metrics.csv")
+    assert m.loc[m["metric"] == "slide_probe_bacc", "value"].notna().all()
+    rc = main(["collapse", str(feats), "--out", str(tmp_path / "c2"), "--k", "8", "--no-thumbnails"])
+    assert rc == 1 and "lower --min-per-slide" in capsys.readouterr().err  # 8 patches each < k + 1: nothing computed
+    assert not (tmp_path / "c2").exists()

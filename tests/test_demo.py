@@ -46,7 +46,13 @@ def test_smoke_demo_writes_offline_report(smoke_inputs: dict) -> None:
         assert (index.parent / src).exists(), f"report links a missing file: {src}"
     for js in re.findall(r'iframe src="([^"]+)"', html):
         assert (index.parent / js).parent.joinpath("plotly.min.js").exists(), js
-    assert "k-NN slide purity" in html and "[" in html  # metrics with intervals
+    # every collapse metric the stage computed is shown with its 95 % interval, as "value [low, high]"
+    import pandas as pd
+
+    metrics = pd.read_csv(json.loads((out / "stages" / "collapse.json").read_text())["metrics_csv"])
+    assert len(metrics) >= 3 and "k-NN slide purity" in html
+    for r in metrics.itertuples():
+        assert f"{r.value:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}]" in html, (r.features, r.metric)
     assert "EXAONEPath" in html and "0.861" in html  # Table 1's published row
     stages = {p.stem for p in (out / "stages").glob("*.json")}
     assert stages == {"synth", "tile", "normalize", "train_raw", "train_macenko", "collapse", "probe", "table"}
@@ -66,11 +72,12 @@ def test_report_reading_pairs_each_trained_encoder_with_its_own_twin() -> None:
 
     metrics = pd.DataFrame([{"features": n, "metric": PURITY, "value": v, "ci_low": v - 0.05, "ci_high": v + 0.05,
                              "chance": 0.0} for n, v in ((PANEL_A, 0.5), (PANEL_B, 0.2), (PANEL_C, 0.1))])
+    diffs = _paired(metrics, [(PANEL_A, PANEL_C), (PANEL_B, PANEL_C)])
 
     def verdict(a: float, c: float) -> tuple[str, str]:
         knn = pd.DataFrame({"features": [PANEL_A, "random-init vit (raw)", PANEL_C, "random-init vit (macenko)"],
                             "tissue_knn_bacc": [a, 0.25, c, 0.45]})
-        return [r for r in reading(metrics, knn, (PANEL_A, PANEL_B, PANEL_C)) if r[0].startswith("Tissue")][0]
+        return [r for r in reading(metrics, diffs, knn) if r[0].startswith("Tissue")][0]
 
     # (a) 0.33 would lose to the Macenko twin (0.45) but beats its own raw twin (0.25) clearly.
     text, kind = verdict(0.25 + CLEAR_MARGIN + 0.03, 0.45 + CLEAR_MARGIN + 0.01)
@@ -79,7 +86,7 @@ def test_report_reading_pairs_each_trained_encoder_with_its_own_twin() -> None:
     assert verdict(0.30, 0.44)[1] == "bad" and "NOT" in verdict(0.30, 0.44)[0]
     # Without the raw-input twin row nothing is claimed about (a), and "both" is never said.
     knn = pd.DataFrame({"features": [PANEL_A, PANEL_C, "random-init vit (macenko)"], "tissue_knn_bacc": [0.4, 0.6, 0.45]})
-    text, kind = [r for r in reading(metrics, knn, (PANEL_A, PANEL_B, PANEL_C)) if r[0].startswith("Tissue")][0]
+    text, kind = [r for r in reading(metrics, diffs, knn) if r[0].startswith("Tissue")][0]
     assert kind == "note" and "cannot be said" in text and "Both" not in text
 
 
@@ -105,9 +112,19 @@ def test_report_reading_says_when_raw_training_added_slide_clustering() -> None:
         rows = [(PANEL_A, a), (PANEL_B, 0.2), (PANEL_C, 0.2), ("random-init vit (raw)", twin)]
         m = pd.DataFrame([{"features": n, "metric": PURITY, "value": v, "ci_low": v - 0.04, "ci_high": v + 0.04,
                            "chance": 0.0} for n, v in rows])
-        return [t for t, _ in reading(m, pd.DataFrame(columns=["features", "tissue_knn_bacc"]),
-                                      (PANEL_A, PANEL_B, PANEL_C))]
+        d = _paired(m, [(PANEL_A, PANEL_C), (PANEL_B, PANEL_C), (PANEL_A, "random-init vit (raw)")])
+        return [t for t, _ in reading(m, d, pd.DataFrame(columns=["features", "tissue_knn_bacc"]))]
 
     assert any("made slide clustering stronger" in t for t in lines(0.65, 0.39))
-    assert not any("made slide clustering stronger" in t for t in lines(0.42, 0.39))  # intervals overlap
+    assert not any("made slide clustering stronger" in t for t in lines(0.42, 0.39))  # paired CI includes 0
     assert any("not above the untrained network" in t for t in lines(0.35, 0.39))
+
+
+def _paired(metrics, pairs, half: float = 0.04):
+    """Paired-difference rows (a − b ± half) as collapse's paired_differences writes them."""
+    import pandas as pd
+
+    v = metrics.set_index("features")["value"]
+    return pd.DataFrame([{"a": a, "b": b, "metric": "knn_slide_purity", "difference": v[a] - v[b],
+                          "ci_low": v[a] - v[b] - half, "ci_high": v[a] - v[b] + half, "n_slides": 10, "n_boot": 200,
+                          "note": ""} for a, b in pairs])

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from exaonepath_lab.pretrain.data import ArrayDataset
-from exaonepath_lab.pretrain.evaluate import dataset_arrays, learning_check
+from exaonepath_lab.pretrain.evaluate import dataset_arrays
+from exaonepath_lab.probing.learning import learning_check
 from exaonepath_lab.pretrain.presets import get_preset
 
 

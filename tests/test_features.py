@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from exaonepath_lab.datasets import ImageFolderDataset, read_rgb
-from exaonepath_lab.encoders import create_encoder
-from exaonepath_lab.features import FeatureSet, Preprocessing, extract_features, load_features
+from exaonepath_lab.encoders import Preprocessing, create_encoder
+from exaonepath_lab.features import FeatureSet, extract_features, load_features
 
 torch.set_num_threads(2)
 TINY = {"img_size": 32, "patch_size": 8, "depth": 2}

@@ -75,13 +75,14 @@ def test_collapse_monitor_flags_uniform_and_one_prototype_only() -> None:
     k = 1024
     ln = math.log(k)
     m = CollapseMonitor(k, window=5, grace=10)
-    assert all(m.update(i, ln * 0.999, ln * 0.99, ln) is None for i in range(10))  # grace period
-    msgs = [m.update(i, ln * 0.999, ln * 0.99, ln) for i in range(10, 20)]
+    # grace period
+    assert all(m.update(i, loss=ln * 0.999, teacher_entropy=ln * 0.99, batch_entropy=ln) is None for i in range(10))
+    msgs = [m.update(i, loss=ln * 0.999, teacher_entropy=ln * 0.99, batch_entropy=ln) for i in range(10, 20)]
     assert sum(x is not None for x in msgs) == 1 and "uniform" in next(x for x in msgs if x)
     healthy = CollapseMonitor(k, window=5, grace=0)
-    assert all(healthy.update(i, 4.0, 2.5, 6.0) is None for i in range(50))
+    assert all(healthy.update(i, loss=4.0, teacher_entropy=2.5, batch_entropy=6.0) is None for i in range(50))
     onehot = CollapseMonitor(k, window=5, grace=0)
-    out = [onehot.update(i, 0.1, 0.01, 0.05) for i in range(10)]
+    out = [onehot.update(i, loss=0.1, teacher_entropy=0.01, batch_entropy=0.05) for i in range(10)]
     assert any(o and "one prototype" in o for o in out)
 
 

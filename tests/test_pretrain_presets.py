@@ -96,14 +96,14 @@ def test_teacher_temperature_follows_dinos_per_epoch_ramp_in_the_10_epoch_run() 
     ipe = 1000  # iterations per epoch (the paper's is ~55,700; the shape is the same)
     total = cfg.epochs * ipe
     t = teacher_temp_schedule(cfg.warmup_teacher_temp, cfg.teacher_temp, total,
-                              cfg.teacher_temp_warmup_iters(ipe), mode=cfg.teacher_temp_warmup)
+                              warmup_iters=cfg.teacher_temp_warmup_iters(ipe), mode=cfg.teacher_temp_warmup)
     # DINO's ViT-B/16 schedule: np.linspace(0.04, 0.07, 50 epochs); at epoch e it uses entry e.
     dino_per_epoch = np.linspace(0.04, 0.07, 50)
     for e in range(cfg.epochs):
         assert t[e * ipe] == pytest.approx(dino_per_epoch[e], abs=0.03 / 49)
     assert t[-1] == pytest.approx(0.04 + 0.03 * 10 / 50, abs=1e-4)  # ~0.046, never 0.07
     # the squeezed alternative reaches 0.07 at the end
-    squeezed = teacher_temp_schedule(0.04, 0.07, total, cfg.teacher_temp_warmup_iters(ipe), mode="fit")
+    squeezed = teacher_temp_schedule(0.04, 0.07, total, warmup_iters=cfg.teacher_temp_warmup_iters(ipe), mode="fit")
     assert squeezed[-1] == pytest.approx(0.07)
     with pytest.raises(ValueError, match="teacher_temp_warmup='late'.*'dino'"):
         cfg.replace(teacher_temp_warmup="late")

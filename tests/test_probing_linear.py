@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from exaonepath_lab.probing.knn import knn_scores, run_knn
-from exaonepath_lab.probing.linear import ProbeConfig, run_linear_probe, train_linear_probe
+from exaonepath_lab.probing.config import ProbeConfig
+from exaonepath_lab.probing.linear import run_linear_probe, train_linear_probe
 from exaonepath_lab.probing.metrics import classification_metrics, macro_auroc
 
 torch.set_num_threads(1)

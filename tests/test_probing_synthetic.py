@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from exaonepath_lab.probing.config import ProbeConfig
 from exaonepath_lab.probing.datasets import load_dataset
-from exaonepath_lab.probing.linear import ProbeConfig, run_linear_probe
+from exaonepath_lab.probing.linear import run_linear_probe, train_linear_probe
 from exaonepath_lab.probing.synthetic_task import slide_splits
 
 
@@ -41,12 +42,24 @@ def test_task_items_labels_and_slide_split(tiled: Path) -> None:
     assert len(load_dataset("synthetic", tiled, split="test")) == int((m.split == "test").sum())
 
 
-def test_probe_on_colour_features_runs(tiled: Path) -> None:
+def test_probe_on_colour_features_reports_the_probe_selected_on_val(tiled: Path) -> None:
+    """End to end on the task's splits: the reported test numbers are those of the probe chosen on
+    the validation curve, recomputed here from a probe trained on the train split alone."""
     ds = load_dataset("synthetic", tiled)
     feats = np.stack([ds[i]["image"].reshape(-1, 3).mean(0) / 255 for i in range(len(ds))]).astype(np.float32)
-    res = run_linear_probe(feats, ds.meta.label.to_numpy(), ds.meta.split.to_numpy(), n_classes=5,
-                           config=ProbeConfig(iterations=100, seeds=(0,)), progress=False)
-    assert res["n"]["test"] == int((ds.meta.split == "test").sum()) and 0 <= res["test"]["top1"]["mean"] <= 1
+    y, split = ds.meta.label.to_numpy(), ds.meta.split.to_numpy()
+    cfg = ProbeConfig(iterations=100, eval_every=10, seeds=(0, 1))
+    res = run_linear_probe(feats, y, split, n_classes=5, config=cfg, progress=False)
+    assert res["n"] == {s: int((split == s).sum()) for s in ("train", "val", "test")}
+    tr, va, te = (split == "train"), (split == "val"), (split == "test")
+    for run in res["per_seed"]:
+        sel, _, curve = train_linear_probe(feats[tr], y[tr], n_classes=5, config=cfg, seed=run["seed"],
+                                           x_val=feats[va], y_val=y[va])
+        assert [c["iteration"] for c in curve] == list(range(10, 101, 10)) and run["val_curve"] == curve
+        best = max(curve, key=lambda c: (c["top1"], -c["loss"]))  # first of equals: ties keep the earlier
+        assert run["selected_iteration"] == sel.iteration == best["iteration"]
+        assert run["test"]["top1"] == pytest.approx(float((sel.scores(feats[te]).argmax(1) == y[te]).mean()))
+    assert res["test"]["top1"]["mean"] == pytest.approx(np.mean([r["test"]["top1"] for r in res["per_seed"]]))
 
 
 def test_slide_split_rule_and_errors(tiled: Path) -> None:

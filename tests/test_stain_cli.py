@@ -12,7 +12,7 @@ from PIL import Image
 
 from exaonepath_lab.cli import main
 from exaonepath_lab.datasets import read_rgb
-from exaonepath_lab.stain import MacenkoNormalizer, StainParams, StainTarget
+from exaonepath_lab.stain import MacenkoNormalizer, StainConfig, StainParams, StainTarget
 
 # level-0 (x, y) of 256-px patches: five on tissue, the last on the glass
 COORDS = np.array([[1024, 768], [768, 768], [1024, 1024], [768, 1792], [1280, 1792], [0, 1280]], np.int64)
@@ -48,6 +48,9 @@ def test_folder_normalization_statuses_outputs_and_resume(image_folder: Path, tm
     assert table.loc["a.png", "h_r"] > table.loc["a.png", "e_r"]  # hematoxylin first
     report = json.loads((out / "normalize_report.json").read_text())
     assert report["counts"]["total"] == 4 and report["normalizer"]["alpha"] == 1.0
+    # the job's config is saved beside its outputs and rebuilds the normalizer that made them
+    cfg = StainConfig.load(out / "stain_config.json")
+    assert cfg == StainConfig() and cfg.normalizer().config() == report["normalizer"]
 
     # resume: finished images are skipped and kept; a deleted output is redone
     mtime = (out / "a.png").stat().st_mtime_ns
@@ -134,3 +137,14 @@ def test_fit_save_and_use_a_target(image_folder: Path, tmp_path: Path, capsys, s
     np.testing.assert_array_equal(read_rgb(out / "a.png"), MacenkoNormalizer(target).normalize(read_rgb(image_folder / "a.png")).images)
     assert main(["normalize", "--save-target", str(tpath)]) == 1
     assert "--fit-target" in capsys.readouterr().err
+
+
+def test_stain_config_round_trips_and_rejects_contradictions(tmp_path: Path) -> None:
+    cfg = StainConfig(fit_target=("a.png", "b.png"), save_target="t.json", alpha=2.0, policy="flag")
+    assert StainConfig.load(cfg.save(tmp_path / "stain_config.json")) == cfg
+    with pytest.raises(ValueError, match="policy"):
+        StainConfig(policy="drop")
+    with pytest.raises(ValueError, match="not both"):
+        StainConfig(target="t.json", fit_target=("a.png",))
+    with pytest.raises(ValueError, match="save_target needs fit_target"):
+        StainConfig(save_target="t.json")

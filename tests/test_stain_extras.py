@@ -9,14 +9,11 @@ import torch
 
 from exaonepath_lab.datasets import read_rgb
 from exaonepath_lab.stain import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     MacenkoNormalizer,
     MacenkoStainAugment,
     MacenkoTransform,
     ReinhardNormalizer,
     StainNormalizationError,
-    eval_transform,
 )
 from exaonepath_lab.stain.reinhard import lab_to_rgb, rgb_to_lab
 
@@ -166,32 +163,3 @@ def test_macenko_transform_in_a_torchvision_pipeline(src: np.ndarray) -> None:
     assert mt.counts == {"ok": 1, "too_few_tissue_pixels": 1}
     with pytest.raises(StainNormalizationError):
         MacenkoTransform(MacenkoNormalizer(policy="raise"))(np.full((64, 64, 3), 255, np.uint8))
-
-
-def test_eval_transform_single_batch_and_reference_chain(src: np.ndarray, sample_he: dict[str, Path]) -> None:
-    from torchvision.transforms.v2 import functional as F
-
-    big = read_rgb(sample_he["tiatoolbox-target.png"])[:300, :400]
-    t = eval_transform(MacenkoNormalizer())
-    x = t(big)
-    assert x.shape == (3, 224, 224) and x.dtype == torch.float32
-    # the same chain spelled out
-    norm = MacenkoNormalizer().normalize(big).images
-    chw = torch.from_numpy(norm).permute(2, 0, 1)
-    r = F.resize(chw, [256], interpolation=F.InterpolationMode.BICUBIC, antialias=True)
-    assert r.shape[-2:] == (256, 341)  # shorter side to 256, aspect kept
-    ref = (F.center_crop(r, [224, 224]).float() / 255 - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(
-        IMAGENET_STD
-    ).view(3, 1, 1)
-    torch.testing.assert_close(x, ref)
-    # batched (NHWC numpy and NCHW torch) = one by one
-    xb = t.batch(np.stack([big, big]))
-    torch.testing.assert_close(xb[1], x)
-    xb2 = t.batch(torch.from_numpy(np.stack([big, big])).permute(0, 3, 1, 2))
-    torch.testing.assert_close(xb2[0], x)
-    # without Macenko
-    raw = eval_transform(None)(big)
-    assert (raw - x).abs().mean() > 0.05
-    assert t.config()["stain"]["target_fingerprint"] and eval_transform(None).config()["stain"] is None
-    with pytest.raises(ValueError, match="crop"):
-        eval_transform(None, resize=200, crop=224)

@@ -52,12 +52,12 @@ def test_tissue_fraction_and_labels_match_reference_loops():
     W, H, ps = 2000, 1500, 200
     mask = rng.random((150, 200)) < 0.4  # 10 level-0 px per mask px
     coords = grid_coords(W, H, ps)
-    frac = tissue_fraction(mask, coords, ps, (0.1, 0.1))
+    frac = tissue_fraction(mask, coords, patch_size=ps, scale=(0.1, 0.1))
     ref = np.array([mask[y // 10:(y + ps) // 10, x // 10:(x + ps) // 10].mean() for x, y in coords])
     np.testing.assert_allclose(frac, ref, rtol=1e-6)
 
     cmap = rng.integers(0, 4, (75, 100)).astype(np.uint8)  # downsample 20
-    lab = majority_labels(cmap, 20.0, coords, ps)
+    lab = majority_labels(cmap, coords, downsample=20.0, patch_size=ps)
     ref_lab = [np.bincount(cmap[y // 20:(y + ps) // 20, x // 20:(x + ps) // 20].ravel(), minlength=4).argmax()
                for x, y in coords]
     np.testing.assert_array_equal(lab, ref_lab)
@@ -132,7 +132,8 @@ def test_h5_roundtrip_and_clam_layout(tmp_path):
     coords = np.array([[0, 0], [512, 0]], np.int64)
     attrs = dict(patch_size=512, patch_level=0, slide_mpp=0.25, mpp_source="x", target_mpp=0.5, target_px=256,
                  slide_path="/s.svs", slide_id="s", width=2000, height=1000, config_sha256="abc")
-    p = write_patch_h5(tmp_path / "s.h5", coords, np.array([1.0, 0.6], np.float32), np.array([-1, -1], np.int16), attrs)
+    p = write_patch_h5(tmp_path / "s.h5", coords, tissue_fraction=np.array([1.0, 0.6], np.float32),
+                       labels=np.array([-1, -1], np.int16), attrs=attrs)
     with h5py.File(p) as f:  # what CLAM's create_patches / TRIDENT read
         assert f["coords"].dtype == np.int64 and f["coords"].shape == (2, 2)
         assert f["coords"].attrs["patch_size"] == 512 and f["coords"].attrs["patch_level"] == 0
@@ -141,7 +142,8 @@ def test_h5_roundtrip_and_clam_layout(tmp_path):
     d = read_patch_h5(p)
     assert d["attrs"]["slide_mpp"] == 0.25 and d["labels"].tolist() == [-1, -1]
     with pytest.raises(ValueError, match="missing attributes"):
-        write_patch_h5(tmp_path / "t.h5", coords, np.zeros(2, np.float32), np.zeros(2, np.int16), {"patch_size": 1})
+        write_patch_h5(tmp_path / "t.h5", coords, tissue_fraction=np.zeros(2, np.float32), labels=np.zeros(2, np.int16),
+                       attrs={"patch_size": 1})
     p.write_bytes(p.read_bytes()[:300])
     with pytest.raises(ValueError, match="s.h5.*rerun"):
         read_patch_h5(p)

@@ -12,29 +12,55 @@ knn_slide_purity    (P − E)/(1 − E); P = mean share of a point's     higher 
                     E = Σ n_s(n_s−1) / (N(N−1))
 ilisi               median over points of (LISI − 1)/(S − 1);        lower         same with
                     LISI = inverse Simpson index of slides in a                    slide labels
-                    Gaussian neighbourhood of perplexity 30 (90 NN)                permuted
+                    Gaussian neighbourhood of perplexity 30 (90 NN),               permuted
+                    fixed (``lisi_perplexity``; not the t-SNE's)
 slide_silhouette    mean silhouette with slide as the label          higher        0
 slide_probe_bacc    balanced accuracy of a cross-validated           higher        1/S
                     logistic regression predicting the slide
-robustness_index    SO/(SO+OS) over k-NN pairs with known labels     lower         from the
-                    (SO: same label other slide; OS: other label                   label×slide
-                    same slide; PathoROB)                                          table
+so_share            SO/(SO+OS) over k-NN pairs with known labels     lower         from the
+                    (SO: same label, other slide; OS: other label,                 label×slide
+                    same slide)                                                    table
 ==================  =============================================  ============  =========
+
+``so_share`` is the kit's *slide-level* variant of a robustness index. It is **not** PathoROB's
+robustness index (de Jong et al. 2025; Kömen et al., PathoROB), which contrasts biological class
+with *medical centre* on balanced class × centre subsets; the kit uses slide instead of centre and
+all labelled points at once, so its values are not comparable with PathoROB's. It is computed only
+when some class occurs on ≥ 2 slides (otherwise SO pairs cannot exist and the number would be a
+meaningless 0); else its row says ``n/a`` with the reason in ``note``.
+
+A metric that cannot be computed on the input (no labels, one patch per slide for the probe) is a
+row with ``value`` NaN and the reason in ``note``, never a number.
 
 Bootstrap: per-point scores are computed once on the full sample (neighbourhoods fixed);
 the CI resamples **slides** with replacement (cluster bootstrap: patches of one slide are
 not independent, so resampling points would give too-narrow intervals) and recomputes each
-statistic from the per-point scores of the drawn slides. ``bootstrap="points"`` resamples
-points instead. Percentile interval, seeded.
+statistic from the per-point scores of the drawn slides; a slide drawn twice counts twice
+(also as two classes of the slide-probe's balanced accuracy). ``bootstrap="points"`` resamples
+points instead. Percentile interval, seeded. :func:`paired_differences` draws the *same* slides
+for two feature sets of the same patches and gives each difference with its interval.
 """
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
-COLUMNS = ["features", "metric", "value", "ci_low", "ci_high", "chance", "n", "n_slides", "params"]
+from ..probing.knn import nearest_neighbours
+from ..probing.metrics import balanced_accuracy
+
+COLUMNS = ["features", "metric", "value", "ci_low", "ci_high", "chance", "n", "n_slides", "params", "note"]
+DIFF_COLUMNS = ["a", "b", "metric", "difference", "ci_low", "ci_high", "n_slides", "n_boot", "note"]
+#: metric -> (short label, direction that means *less* slide clustering).
+METRICS = {
+    "knn_slide_purity": ("k-NN slide purity", "↓"),
+    "ilisi": ("iLISI", "↑"),
+    "slide_silhouette": ("slide silhouette", "↓"),
+    "slide_probe_bacc": ("slide-ID probe bacc", "↓"),
+    "so_share": ("SO share (class vs slide; not PathoROB's RI)", "↑"),
+}
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -45,27 +71,11 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
 def knn(features: np.ndarray, k: int, *, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
     """(N, k) neighbour indices and Euclidean distances on L2-normalised rows, self excluded.
 
-    Exact brute force in chunks of ``chunk`` rows (torch matmul; ~1 s for 10,000 × 768 on 2
-    cores). The point itself is excluded by index, so exact duplicates still count as neighbours.
+    The search is the kit's one (:func:`exaonepath_lab.probing.knn.nearest_neighbours`); distances
+    are ``sqrt(2 − 2·cos)``.
     """
-    import torch
-
-    x = torch.from_numpy(l2_normalize(features))
-    n = len(x)
-    k = int(min(k, n - 1))
-    chunk = max(64, min(chunk, 100_000_000 // max(n, 1)))  # a chunk × N similarity block stays ≤ 400 MB
-    idx = np.empty((n, k), dtype=np.int64)
-    dist = np.empty((n, k), dtype=np.float32)
-    for lo in range(0, n, chunk):
-        sim = x[lo:lo + chunk] @ x.T
-        r = torch.arange(sim.shape[0])
-        sim[r, r + lo] = -float("inf")
-        val, ind = sim.topk(k, dim=1)
-        idx[lo:lo + chunk] = ind.numpy()
-        dist[lo:lo + chunk] = (2.0 - 2.0 * val).clamp_min(0).sqrt().numpy()
-    return idx, dist
-
-
+    idx, sim = nearest_neighbours(features, k, chunk=chunk)
+    return idx, np.sqrt(np.clip(2.0 - 2.0 * sim, 0.0, None)).astype(np.float32)
 def silhouette_per_point(features: np.ndarray, slides: np.ndarray, *, chunk: int = 2048) -> np.ndarray:
     """(N,) silhouette values with ``slides`` as clusters, Euclidean on L2-normalised rows.
 
@@ -115,7 +125,7 @@ def normalized_purity(p: float, e: float) -> float:
     return float((p - e) / (1.0 - e)) if e < 1 else float("nan")
 
 
-def lisi_weights(dist: np.ndarray, perplexity: float = 30.0, n_iter: int = 50, tol: float = 1e-5) -> np.ndarray:
+def lisi_weights(dist: np.ndarray, perplexity: float = 30.0, *, n_iter: int = 50, tol: float = 1e-5) -> np.ndarray:
     """(N, m) Gaussian neighbour weights exp(−β·d), rows summing to 1, each of given perplexity.
 
     As Harmony's ``compute_lisi``: β per point by binary search so that the entropy of the
@@ -151,13 +161,7 @@ def inverse_simpson(weights: np.ndarray, nbrs: np.ndarray, codes: np.ndarray) ->
     return 1.0 / simpson
 
 
-def lisi_per_point(dist: np.ndarray, nbrs: np.ndarray, slides: np.ndarray, perplexity: float = 30.0) -> np.ndarray:
-    """(N,) LISI of ``slides`` over the neighbours ``nbrs`` (N×m) at distances ``dist``."""
-    codes = np.unique(np.asarray(slides).astype(str), return_inverse=True)[1]
-    return inverse_simpson(lisi_weights(dist, perplexity), nbrs, codes)
-
-
-def robustness_counts(nbrs: np.ndarray, slides: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def so_os_counts(nbrs: np.ndarray, slides: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per point: (SO, OS) counts over its k-NN pairs where both labels are known (≥ 0)."""
     known = (labels[:, None] >= 0) & (labels[nbrs] >= 0)
     same_lab = labels[nbrs] == labels[:, None]
@@ -167,13 +171,26 @@ def robustness_counts(nbrs: np.ndarray, slides: np.ndarray, labels: np.ndarray) 
     return so, os_
 
 
-def robustness_chance(slides: np.ndarray, labels: np.ndarray) -> float:
-    """RI of random pairs: SO and OS counted over all ordered pairs of labelled points."""
+def so_share_chance(slides: np.ndarray, labels: np.ndarray) -> float:
+    """SO share of random pairs: SO and OS counted over all ordered pairs of labelled points."""
     m = labels >= 0
     t = pd.crosstab(slides[m], labels[m]).to_numpy().astype(float)
     so = ((t.sum(0) ** 2) - (t ** 2).sum(0)).sum()
     os_ = ((t.sum(1) ** 2) - (t ** 2).sum(1)).sum()
     return float(so / (so + os_)) if so + os_ > 0 else float("nan")
+
+
+def so_share_applicable(slides: np.ndarray, labels: np.ndarray | None) -> str:
+    """'' when the SO share can be computed, else the reason it cannot (for the ``note`` column)."""
+    if labels is None or not (labels >= 0).any():
+        return "no class labels (needs a 'label' column with classes ≥ 0, e.g. extract --class-dirs)"
+    m = labels >= 0
+    if len(np.unique(labels[m])) < 2:
+        return "only one class is labelled; needs ≥ 2 classes"
+    t = pd.crosstab(slides[m], labels[m])
+    if not ((t > 0).sum(axis=0) >= 2).any():
+        return "no class occurs on ≥ 2 slides, so same-class-other-slide pairs cannot exist"
+    return ""
 
 
 def probe_predictions(features: np.ndarray, slides: np.ndarray, *, folds: int = 5, seed: int = 0,
@@ -232,9 +249,164 @@ def _fit_softmax(x: np.ndarray, y: np.ndarray, n_classes: int, weight_decay: flo
     return res.x[: d * n_classes].reshape(d, n_classes), res.x[d * n_classes:]
 
 
-def _balanced_acc(y: np.ndarray, p: np.ndarray) -> float:
-    classes = np.unique(y)
-    return float(np.mean([(p[y == c] == c).mean() for c in classes]))
+def slide_bacc_stat(slides: np.ndarray, pred: np.ndarray) -> Callable[[np.ndarray, np.ndarray | None], float]:
+    """Balanced accuracy of slide predictions as a bootstrap statistic ``f(ix, draw)``.
+
+    With a slide-bootstrap ``draw`` (indices of the slide groups drawn, sorted slide order), each
+    drawn copy of a slide is a class of its own: the statistic is the mean per-slide recall over the
+    draws, so a slide drawn twice weighs twice (``np.unique`` over the resampled labels would count it
+    once and make the interval ~20 % too narrow). Without a draw: balanced accuracy of rows ``ix``.
+    """
+    slides = np.asarray(slides).astype(str)
+    pred = np.asarray(pred).astype(str)
+    uniq, codes = np.unique(slides, return_inverse=True)
+    recall = np.array([np.mean(pred[codes == g] == uniq[g]) for g in range(len(uniq))])
+
+    def f(ix: np.ndarray, draw: np.ndarray | None) -> float:
+        return float(recall[draw].mean()) if draw is not None else balanced_accuracy(slides[ix], pred[ix])
+
+    return f
+
+
+@dataclasses.dataclass
+class CollapseScores:
+    """Per-point scores of one feature set and the statistics over them (see :func:`collapse_scores`).
+
+    ``stats`` maps metric -> ``f(ix, draw)``: the statistic over rows ``ix`` (``draw``: the slide
+    groups drawn, or None for the full sample / a point bootstrap). ``notes`` maps a metric that
+    cannot be computed to its reason.
+    """
+
+    name: str
+    slides: np.ndarray
+    groups: list[np.ndarray]
+    stats: dict[str, Callable[[np.ndarray, np.ndarray | None], float]]
+    chance: dict[str, float]
+    notes: dict[str, str]
+    params: dict[str, Any]
+
+    @property
+    def n_slides(self) -> int:
+        return len(self.groups)
+
+    def draws(self, n_boot: int, seed: int, bootstrap: str) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """``n_boot`` seeded replicates as (rows, slide groups drawn) pairs."""
+        rng = np.random.default_rng(seed)
+        out = []
+        n_sl, n = self.n_slides, len(self.slides)
+        for _ in range(int(n_boot)):
+            if bootstrap == "slides":
+                draw = rng.integers(0, n_sl, n_sl)
+                out.append((np.concatenate([self.groups[g] for g in draw]), draw))
+            else:
+                out.append((rng.integers(0, n, n), None))
+        return out
+
+    def value(self, metric: str) -> float:
+        return float(self.stats[metric](np.arange(len(self.slides)), None))
+
+
+def collapse_scores(
+    features: np.ndarray,
+    meta: pd.DataFrame,
+    *,
+    name: str = "features",
+    k: int = 15,
+    lisi_perplexity: float = 30.0,
+    seed: int = 0,
+    slide_col: str = "slide_id",
+    label_col: str = "label",
+    probe: bool = True,
+    silhouette_max_n: int = 10000,
+) -> CollapseScores:
+    """Per-point scores and statistic functions of one feature set (the part of the work done once)."""
+    x = np.asarray(features, dtype=np.float32)
+    if len(x) != len(meta):
+        raise ValueError(f"collapse_metrics({name}): {len(x)} feature rows but {len(meta)} meta rows")
+    if slide_col not in meta.columns:
+        raise ValueError(f"collapse_metrics({name}): meta lacks {slide_col!r}")
+    slides = meta[slide_col].astype(str).to_numpy()
+    uniq, codes, n_s = np.unique(slides, return_inverse=True, return_counts=True)
+    n_sl = len(uniq)
+    if n_sl < 2:
+        raise ValueError(f"collapse_metrics({name}): need ≥ 2 slides, got {n_sl}; every metric compares slides")
+    m = max(k, int(3 * lisi_perplexity))
+    nbrs_all, dist_all = knn(x, m)
+    nbrs = nbrs_all[:, :k]
+    stat: dict[str, Callable[[np.ndarray, np.ndarray | None], float]] = {}
+    chance: dict[str, float] = {}
+    notes: dict[str, str] = {}
+
+    e = purity_chance(slides)
+    pur = knn_purity_per_point(nbrs, slides)
+    stat["knn_slide_purity"] = lambda ix, d: normalized_purity(pur[ix].mean(), e)
+    chance["knn_slide_purity"] = 0.0
+
+    w = lisi_weights(dist_all, perplexity=min(lisi_perplexity, nbrs_all.shape[1] / 3.0))
+    lisi = (inverse_simpson(w, nbrs_all, codes) - 1.0) / (n_sl - 1.0)
+    stat["ilisi"] = lambda ix, d: float(np.median(lisi[ix]))
+    # Chance = perfectly mixed slides *for these neighbourhood weights*: slide labels permuted,
+    # weights fixed (a finite, peaked neighbourhood never reaches the population's 1/Σp²).
+    prng = np.random.default_rng(seed + 1)
+    chance["ilisi"] = float(np.mean([np.median((inverse_simpson(w, nbrs_all, prng.permutation(codes)) - 1.0)
+                                               / (n_sl - 1.0)) for _ in range(5)]))
+
+    if len(x) <= silhouette_max_n:
+        sil = silhouette_per_point(x, slides)
+        stat["slide_silhouette"] = lambda ix, d: float(sil[ix].mean())
+        chance["slide_silhouette"] = 0.0
+
+    groups = [np.flatnonzero(codes == g) for g in range(n_sl)]
+    if probe:
+        chance["slide_probe_bacc"] = 1.0 / n_sl
+        if n_s.min() < 2:
+            few = uniq[n_s < 2].tolist()
+            notes["slide_probe_bacc"] = (f"needs ≥ 2 patches per slide for cross-validation; {len(few)} slide(s) have 1 "
+                                         f"({', '.join(few[:5])}); sample with min_per_slide ≥ 2")
+        else:
+            stat["slide_probe_bacc"] = slide_bacc_stat(slides, probe_predictions(x, slides, seed=seed))
+
+    labels = (pd.to_numeric(meta[label_col], errors="coerce").fillna(-1).astype(int).to_numpy()
+              if label_col in meta.columns else None)
+    why = so_share_applicable(slides, labels)
+    if why:
+        notes["so_share"] = why
+        chance["so_share"] = float("nan")
+    else:
+        so, os_ = so_os_counts(nbrs, slides, labels)
+        stat["so_share"] = lambda ix, d: float(so[ix].sum() / max(so[ix].sum() + os_[ix].sum(), 1))
+        chance["so_share"] = so_share_chance(slides, labels)
+    params = {"k": k, "lisi_perplexity": lisi_perplexity, "seed": seed}
+    return CollapseScores(name, slides, groups, stat, chance, notes, params)
+
+
+def _interval(values: list[float]) -> tuple[float, float]:
+    b = np.asarray(values, dtype=float)
+    b = b[np.isfinite(b)]
+    if not len(b):
+        return float("nan"), float("nan")
+    lo, hi = np.percentile(b, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def metrics_from_scores(scores: CollapseScores, *, n_boot: int = 200, seed: int = 0,
+                        bootstrap: str = "slides") -> pd.DataFrame:
+    """The tidy metrics table (see :func:`collapse_metrics`) from precomputed :class:`CollapseScores`."""
+    if bootstrap not in ("slides", "points"):
+        raise ValueError(f"bootstrap must be 'slides' or 'points', got {bootstrap!r}")
+    draws = scores.draws(n_boot, seed, bootstrap)
+    params = {**scores.params, "n_boot": n_boot, "bootstrap": bootstrap}
+    rows = []
+    for metric in [m for m in METRICS if m in scores.stats or m in scores.notes]:
+        base = {"features": scores.name, "metric": metric, "chance": scores.chance.get(metric, float("nan")),
+                "n": len(scores.slides), "n_slides": scores.n_slides, "params": str(params)}
+        if metric in scores.notes:
+            rows.append({**base, "value": np.nan, "ci_low": np.nan, "ci_high": np.nan, "note": scores.notes[metric]})
+            continue
+        f = scores.stats[metric]
+        lo, hi = _interval([f(ix, d) for ix, d in draws])
+        rows.append({**base, "value": scores.value(metric), "ci_low": lo, "ci_high": hi, "note": ""})
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def collapse_metrics(
@@ -243,7 +415,7 @@ def collapse_metrics(
     *,
     name: str = "features",
     k: int = 15,
-    perplexity: float = 30.0,
+    lisi_perplexity: float = 30.0,
     n_boot: int = 200,
     seed: int = 0,
     bootstrap: str = "slides",
@@ -255,94 +427,66 @@ def collapse_metrics(
     """Tidy table of collapse metrics for one feature set (rows: metric; see module docstring).
 
     Args:
-        features: (N, D) float; meta: N rows with ``slide_col`` (and ``label_col`` for RI).
-        k: neighbours for purity and RI (15: local structure, robust at 1,000 patches per slide).
-        perplexity: iLISI neighbourhood (30, as the paper's t-SNE and Harmony's LISI); uses 3·perplexity NN.
+        features: (N, D) float; meta: N rows with ``slide_col`` (and ``label_col`` for the SO share).
+        k: neighbours for purity and the SO share (15: local structure, robust at 1,000 patches per slide).
+        lisi_perplexity: iLISI's own neighbourhood (30, Harmony's LISI default; uses 3·perplexity NN). Not
+            tied to the t-SNE perplexity of a figure, so a picture drawn at another perplexity keeps the number.
         n_boot: bootstrap replicates (0 = no CI); bootstrap: ``"slides"`` (cluster) or ``"points"``.
+
+    Columns: ``features, metric, value, ci_low, ci_high, chance, n, n_slides, params, note`` (``note``
+    holds why a metric is n/a; its value is then NaN).
     """
-    x = np.asarray(features, dtype=np.float32)
-    if len(x) != len(meta):
-        raise ValueError(f"collapse_metrics({name}): {len(x)} feature rows but {len(meta)} meta rows")
-    if slide_col not in meta.columns:
-        raise ValueError(f"collapse_metrics({name}): meta lacks {slide_col!r}")
     if bootstrap not in ("slides", "points"):
         raise ValueError(f"bootstrap must be 'slides' or 'points', got {bootstrap!r}")
-    slides = meta[slide_col].astype(str).to_numpy()
-    uniq, n_s = np.unique(slides, return_counts=True)
-    n_sl = len(uniq)
-    if n_sl < 2:
-        raise ValueError(f"collapse_metrics({name}): need ≥ 2 slides, got {n_sl}")
-    m = max(k, int(3 * perplexity))
-    nbrs_all, dist_all = knn(x, m)
-    nbrs = nbrs_all[:, :k]
+    sc = collapse_scores(features, meta, name=name, k=k, lisi_perplexity=lisi_perplexity, seed=seed,
+                         slide_col=slide_col, label_col=label_col, probe=probe, silhouette_max_n=silhouette_max_n)
+    return metrics_from_scores(sc, n_boot=n_boot, seed=seed, bootstrap=bootstrap)
 
-    per: dict[str, np.ndarray] = {}
-    stat: dict[str, Any] = {}
-    chance: dict[str, float] = {}
 
-    e = purity_chance(slides)
-    per["knn_slide_purity"] = knn_purity_per_point(nbrs, slides)
-    stat["knn_slide_purity"] = lambda ix: normalized_purity(per["knn_slide_purity"][ix].mean(), e)
-    chance["knn_slide_purity"] = 0.0
+def paired_differences(a: CollapseScores, b: CollapseScores, *, n_boot: int = 200, seed: int = 0) -> pd.DataFrame:
+    """Metric(a) − metric(b) for two feature sets **of the same patches**, each with a paired 95 % CI.
 
-    w = lisi_weights(dist_all, perplexity=min(perplexity, nbrs_all.shape[1] / 3.0))
-    codes = np.unique(slides, return_inverse=True)[1]
-    per["ilisi"] = (inverse_simpson(w, nbrs_all, codes) - 1.0) / (n_sl - 1.0)
-    stat["ilisi"] = lambda ix: float(np.median(per["ilisi"][ix]))
-    # Chance = perfectly mixed slides *for these neighbourhood weights*: slide labels permuted,
-    # weights fixed (a finite, peaked neighbourhood never reaches the population's 1/Σp²).
-    prng = np.random.default_rng(seed + 1)
-    chance["ilisi"] = float(np.mean([np.median((inverse_simpson(w, nbrs_all, prng.permutation(codes)) - 1.0)
-                                               / (n_sl - 1.0)) for _ in range(5)]))
-
-    if len(x) <= silhouette_max_n:
-        per["slide_silhouette"] = silhouette_per_point(x, slides)
-        stat["slide_silhouette"] = lambda ix: float(per["slide_silhouette"][ix].mean())
-        chance["slide_silhouette"] = 0.0
-
-    if probe:
-        pred = probe_predictions(x, slides, seed=seed)
-        stat["slide_probe_bacc"] = lambda ix: _balanced_acc(slides[ix], pred[ix])
-        chance["slide_probe_bacc"] = 1.0 / n_sl
-
-    if label_col in meta.columns:
-        labels = pd.to_numeric(meta[label_col], errors="coerce").fillna(-1).astype(int).to_numpy()
-        if (labels >= 0).sum() > 1 and len(np.unique(labels[labels >= 0])) > 1:
-            so, os_ = robustness_counts(nbrs, slides, labels)
-            stat["robustness_index"] = lambda ix: float(so[ix].sum() / max(so[ix].sum() + os_[ix].sum(), 1))
-            chance["robustness_index"] = robustness_chance(slides, labels)
-
-    full = np.arange(len(x))
-    rng = np.random.default_rng(seed)
-    groups = [np.flatnonzero(slides == s) for s in uniq]
-    boots: dict[str, list[float]] = {kname: [] for kname in stat}
-    for _ in range(int(n_boot)):
-        if bootstrap == "slides":
-            ix = np.concatenate([groups[g] for g in rng.integers(0, n_sl, n_sl)])
-        else:
-            ix = rng.integers(0, len(x), len(x))
-        for kname, f in stat.items():
-            boots[kname].append(f(ix))
-    params = {"k": k, "perplexity": perplexity, "n_boot": n_boot, "bootstrap": bootstrap, "seed": seed}
+    Paired bootstrap over slides: every replicate draws one set of slides and evaluates both
+    feature sets on it, so the slide-to-slide variation both share cancels (the marginal CIs
+    overlapping says little about the difference). Rows: ``a, b, metric, difference, ci_low,
+    ci_high, n_slides, n_boot, note``; a metric n/a for either side has NaN and the reason.
+    """
+    if len(a.slides) != len(b.slides) or not np.array_equal(a.slides, b.slides):
+        raise ValueError(f"paired_differences: {a.name!r} and {b.name!r} are not of the same patches in the same "
+                         "order; pair only feature sets of one sample")
+    draws = a.draws(n_boot, seed, "slides")
     rows = []
-    for kname, f in stat.items():
-        b = np.asarray(boots[kname], dtype=float)
-        b = b[np.isfinite(b)]
-        lo, hi = (np.percentile(b, [2.5, 97.5]) if len(b) else (np.nan, np.nan))
-        rows.append({"features": name, "metric": kname, "value": f(full), "ci_low": float(lo), "ci_high": float(hi),
-                     "chance": chance[kname], "n": len(x), "n_slides": n_sl, "params": str(params)})
-    return pd.DataFrame(rows, columns=COLUMNS)
+    for metric in [m for m in METRICS if m in a.stats or m in a.notes or m in b.notes]:
+        base = {"a": a.name, "b": b.name, "metric": metric, "n_slides": a.n_slides, "n_boot": int(n_boot)}
+        why = a.notes.get(metric) or b.notes.get(metric) or ("" if metric in b.stats else "not computed for b")
+        if why or metric not in a.stats:
+            rows.append({**base, "difference": np.nan, "ci_low": np.nan, "ci_high": np.nan, "note": why})
+            continue
+        fa, fb = a.stats[metric], b.stats[metric]
+        lo, hi = _interval([fa(ix, d) - fb(ix, d) for ix, d in draws])
+        rows.append({**base, "difference": a.value(metric) - b.value(metric), "ci_low": lo, "ci_high": hi,
+                     "note": ""})
+    return pd.DataFrame(rows, columns=DIFF_COLUMNS)
 
 
 def metrics_wide(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per feature set, one column per metric (values only), for captions and printing."""
-    return table.pivot_table(index="features", columns="metric", values="value", sort=False)
+    """One row per feature set, one column per metric (values only; NaN = n/a), for captions and printing."""
+    return table.pivot_table(index="features", columns="metric", values="value", sort=False, dropna=False)
+
+
+def format_value(value: float, ci_low: float, ci_high: float, *, note: str = "") -> str:
+    """'0.62 [0.55, 0.70]', or 'n/a' when the value is NaN (the reason is in the note)."""
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    if not (np.isfinite(ci_low) and np.isfinite(ci_high)):
+        return f"{value:.2f}"
+    return f"{value:.2f} [{ci_low:.2f}, {ci_high:.2f}]"
 
 
 def format_metrics(table: pd.DataFrame, features: str) -> str:
-    """Short caption text for one feature set: 'purity 0.62 [0.55, 0.70] · iLISI ...'."""
+    """Short caption text for one feature set: 'k-NN purity 0.62 [0.55, 0.70] · iLISI ...' (n/a rows say so)."""
     short = {"knn_slide_purity": "k-NN purity", "ilisi": "iLISI", "slide_silhouette": "silhouette",
-             "slide_probe_bacc": "slide probe", "robustness_index": "RI"}
+             "slide_probe_bacc": "slide probe", "so_share": "SO share"}
     rows = table[table["features"] == features]
-    return " · ".join(f"{short.get(r.metric, r.metric)} {r.value:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}]"
+    return " · ".join(f"{short.get(r.metric, r.metric)} {format_value(r.value, r.ci_low, r.ci_high)}"
                       for r in rows.itertuples())

@@ -42,9 +42,9 @@ def _prepare(features: np.ndarray, l2: bool, pca_dims: int | None, seed: int) ->
 def embed(
     features: np.ndarray,
     method: str = "tsne",
+    *,
     seed: int = 0,
     perplexity: float = 30.0,
-    *,
     n_neighbors: int = 15,
     min_dist: float = 0.1,
     pca_dims: int | None = 50,

@@ -103,9 +103,9 @@ class CollapseExplorer:
         title = " / ".join(self.key)
         thumbs = self.thumbnails.get(self.key) if isinstance(self.thumbnails, Mapping) else self.thumbnails
         met = self.metrics()
-        fig = figure2({title: (feats, meta)}, metrics=met, method=self.method.value,
+        fig = figure2({title: self.embedding()}, meta, metrics=met, method=self.method.value,
                       perplexity=float(self.perplexity.value), seed=self.seed, color_by=self.colour.value,
-                      thumbnails=thumbs, embeddings={title: self.embedding()})
+                      thumbnails=thumbs)
         import matplotlib.pyplot as plt
 
         plt.close(fig.matplotlib)  # the widget shows the interactive version only

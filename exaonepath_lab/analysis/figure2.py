@@ -5,6 +5,10 @@ Macenko-normalized input; (c) model trained on normalized patches, normalized in
 number of panels works. Output is both interactive (plotly; hovering a point shows its
 patch thumbnail in the saved HTML) and static (matplotlib PNG, because plotly's PNG export
 needs a browser binary).
+
+Compute, then draw (scanpy's ``tl``/``pl`` split): :func:`embed_panels` computes the 2-D
+coordinates, :func:`~exaonepath_lab.analysis.collapse.collapse_metrics` the numbers, and
+:func:`figure2` only draws what it is given.
 """
 from __future__ import annotations
 
@@ -19,8 +23,13 @@ import numpy as np
 import pandas as pd
 
 from ..io import atomic_path
-from .collapse import collapse_metrics, format_metrics
+from .collapse import format_metrics
 from .embeddings import embed
+
+#: How each embedding method is spelled in titles.
+METHOD_LABELS = {"tsne": "t-SNE", "umap": "UMAP", "pca": "PCA"}
+#: Hover thumbnail side (px): nuclei stay visible (a patch read at ~1 µm/px, shown without upscaling).
+THUMB_PX = 112
 
 #: Shows the hovered point's thumbnail beside the cursor: customdata[-1] indexes ``THUMBS``, one
 #: shared array of data: URIs (a patch shown in three panels is stored once).
@@ -28,7 +37,7 @@ HOVER_THUMBNAIL_JS = """
 (function(){var gd=document.getElementById('{plot_id}');if(!gd)return;
 var T=(typeof THUMBS!=='undefined')?THUMBS:[];
 var img=document.createElement('img');img.style.cssText='position:fixed;pointer-events:none;display:none;'+
-'width:128px;height:128px;border:2px solid #333;image-rendering:pixelated;z-index:1000;background:#fff';
+'width:%dpx;height:auto;border:2px solid #333;z-index:1000;background:#fff';
 document.body.appendChild(img);
 gd.on('plotly_hover',function(d){var p=d.points[0];var c=p.customdata;if(!c)return;var k=+c[c.length-1];
 if(!(k>=0&&k<T.length))return;img.src=T[k];var e=d.event;img.style.left=(e.clientX+18)+'px';
@@ -39,7 +48,7 @@ gd.on('plotly_unhover',function(){img.style.display='none';});})();
 
 def hover_script(thumbnails: Sequence[str] | None) -> str:
     """The post_script for plotly's ``to_html``/``write_html``: the thumbnail array + hover handler."""
-    return f"var THUMBS={json.dumps(list(thumbnails or []))};\n" + HOVER_THUMBNAIL_JS
+    return f"var THUMBS={json.dumps(list(thumbnails or []))};\n" + HOVER_THUMBNAIL_JS.replace("%dpx", f"{2 * THUMB_PX}px")
 
 
 @dataclasses.dataclass
@@ -69,10 +78,11 @@ class Figure2:
         return paths
 
 
-def thumbnail_uri(image: np.ndarray, size: int = 48, quality: int = 80) -> str:
-    """uint8 (H, W, 3) -> small JPEG ``data:image/jpeg;base64,...`` URI for hover previews.
+def thumbnail_uri(image: np.ndarray, size: int = THUMB_PX, quality: int = 75) -> str:
+    """uint8 (H, W, 3) -> JPEG ``data:image/jpeg;base64,...`` URI (at most ``size`` px) for hover previews.
 
-    JPEG at 48 px is ~1.5 kB, so 10,000 patches add ~15 MB to the HTML (PNG would be ~4× more).
+    Pass the patch as read (its read resolution); it is only ever shrunk. At 112 px a JPEG is
+    ~3-4 kB, so 2,500 patches add ~10 MB to the HTML, stored once however many panels show them.
     """
     from PIL import Image
 
@@ -93,59 +103,22 @@ def slide_colours(slides: Sequence[str]) -> dict[str, str]:
     return {s: matplotlib.colors.to_hex(cmap(i if len(uniq) <= 20 else i / n)) for i, s in enumerate(uniq)}
 
 
-def figure2(
-    panels: Mapping[str, tuple[np.ndarray, pd.DataFrame]],
+def embed_panels(
+    features: Mapping[str, np.ndarray],
     *,
-    metrics: pd.DataFrame | None = None,
-    compute_metrics: bool = True,
     method: str = "tsne",
     perplexity: float = 30.0,
     seed: int = 0,
-    color_by: str = "slide_id",
-    thumbnails: Mapping[str, Sequence[str]] | Sequence[str] | None = None,
-    embeddings: Mapping[str, np.ndarray] | None = None,
-    n_boot: int = 200,
-    marker_size: float = 4.0,
     n_jobs: int = 2,
-) -> Figure2:
-    """Embed each panel's features and draw the panels side by side.
+) -> dict[str, np.ndarray]:
+    """(N, 2) coordinates per panel (the compute step of Figure 2); see :func:`~.embeddings.embed`."""
+    return {t: embed(np.asarray(f), method=method, seed=seed, perplexity=perplexity, n_jobs=n_jobs).coords
+            for t, f in features.items()}
 
-    Args:
-        panels: title -> (features (N, D), meta with ``slide_id`` [and ``label``/``class_name``]).
-        metrics: precomputed table (``collapse_metrics`` rows whose ``features`` equals the title);
-            if None and ``compute_metrics``, computed here.
-        color_by: ``slide_id`` (the paper) or a class column (``class_name``/``label``).
-        thumbnails: data-URIs per point (one list for all panels, or per title) shown on hover.
-        embeddings: precomputed (N, 2) coords per title (skips ``embed``).
-    """
-    import matplotlib
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    if not panels:
-        raise ValueError("figure2: no panels given")
-    titles = list(panels)
-    coords: dict[str, np.ndarray] = {}
-    tables = []
-    for t in titles:
-        feats, meta = panels[t]
-        if color_by not in meta.columns:
-            raise ValueError(f"figure2: panel {t!r} meta lacks {color_by!r} (columns: {list(meta.columns)})")
-        coords[t] = (np.asarray(embeddings[t]) if embeddings and t in embeddings
-                     else embed(feats, method=method, seed=seed, perplexity=perplexity, n_jobs=n_jobs).coords)
-        if metrics is None and compute_metrics:
-            tables.append(collapse_metrics(feats, meta, name=t, n_boot=n_boot, seed=seed))
-    if metrics is None and tables:
-        metrics = pd.concat(tables, ignore_index=True)
-
-    all_groups = sorted({str(v) for t in titles for v in panels[t][1][color_by]})
-    colours = slide_colours(all_groups)
-    captions = {t: (format_metrics(metrics, t) if metrics is not None else "") for t in titles}
-
-    # One shared thumbnail array; per panel an offset (panels showing the same list share it).
+def _shared_thumbnails(titles: list[str], metas: Mapping[str, pd.DataFrame],
+                       thumbnails: Mapping[str, Sequence[str]] | Sequence[str] | None) -> tuple[list[str], dict[str, int]]:
+    """One shared thumbnail array; per panel an offset (panels showing the same list share it)."""
     all_thumbs: list[str] = []
     offsets: dict[str, int] = {}
     seen: dict[int, int] = {}
@@ -153,25 +126,73 @@ def figure2(
         th = thumbnails.get(t) if isinstance(thumbnails, Mapping) else thumbnails
         if th is None:
             continue
-        if len(th) != len(panels[t][1]):
-            raise ValueError(f"figure2: panel {t!r} has {len(panels[t][1])} points but {len(th)} thumbnails")
+        if len(th) != len(metas[t]):
+            raise ValueError(f"figure2: panel {t!r} has {len(metas[t])} points but {len(th)} thumbnails")
         if id(th) not in seen:
             seen[id(th)] = len(all_thumbs)
             all_thumbs.extend(th)
         offsets[t] = seen[id(th)]
+    return all_thumbs, offsets
 
-    fig = make_subplots(rows=1, cols=len(titles), subplot_titles=titles, horizontal_spacing=0.04)
+
+def figure2(
+    embeddings: Mapping[str, np.ndarray],
+    meta: pd.DataFrame | Mapping[str, pd.DataFrame],
+    *,
+    metrics: pd.DataFrame | None = None,
+    method: str = "tsne",
+    perplexity: float | None = None,
+    seed: int | None = None,
+    color_by: str = "slide_id",
+    thumbnails: Mapping[str, Sequence[str]] | Sequence[str] | None = None,
+    marker_size: float = 4.0,
+) -> Figure2:
+    """Draw precomputed 2-D ``embeddings`` (title -> (N, 2)) side by side, coloured by ``color_by``.
+
+    Args:
+        meta: the points' table (one for all panels, or one per title) with ``color_by`` [and
+            ``slide_id``/``class_name`` for the hover text].
+        metrics: ``collapse_metrics`` rows whose ``features`` equals a title: the caption under it.
+        method, perplexity, seed: how the coordinates were made (titles and ``params`` only).
+        thumbnails: data-URIs per point (one list for all panels, or per title) shown on hover.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    if not embeddings:
+        raise ValueError("figure2: no panels given")
+    titles = list(embeddings)
+    metas = {t: (meta[t] if isinstance(meta, Mapping) else meta).reset_index(drop=True) for t in titles}
+    coords = {t: np.asarray(embeddings[t]) for t in titles}
+    for t in titles:
+        if color_by not in metas[t].columns:
+            raise ValueError(f"figure2: panel {t!r} meta lacks {color_by!r} (columns: {list(metas[t].columns)})")
+        if len(coords[t]) != len(metas[t]):
+            raise ValueError(f"figure2: panel {t!r} has {len(coords[t])} points but {len(metas[t])} meta rows")
+    all_groups = sorted({str(v) for t in titles for v in metas[t][color_by]})
+    colours = slide_colours(all_groups)
+    captions = {t: (format_metrics(metrics, t) if metrics is not None else "") for t in titles}
+    all_thumbs, offsets = _shared_thumbnails(titles, metas, thumbnails)
+    label = METHOD_LABELS.get(method, method)
+
+    # Long titles wrap at their commas so neighbouring panels' titles do not overlap.
+    wrap = any(len(t) > 30 for t in titles)
+    shown = [t.replace(", ", ",<br>") if wrap else t for t in titles]
+    fig = make_subplots(rows=1, cols=len(titles), subplot_titles=shown, horizontal_spacing=0.04)
     for j, t in enumerate(titles, start=1):
-        meta = panels[t][1].reset_index(drop=True)
-        groups = meta[color_by].astype(str).to_numpy()
+        m = metas[t]
+        groups = m[color_by].astype(str).to_numpy()
         for g in all_groups:
             ix = np.flatnonzero(groups == g)
             if not len(ix):
                 continue
             custom = np.column_stack([
                 groups[ix],
-                meta["class_name"].astype(str).to_numpy()[ix] if "class_name" in meta else np.full(len(ix), ""),
-                meta["slide_id"].astype(str).to_numpy()[ix] if "slide_id" in meta else np.full(len(ix), ""),
+                m["class_name"].astype(str).to_numpy()[ix] if "class_name" in m else np.full(len(ix), ""),
+                m["slide_id"].astype(str).to_numpy()[ix] if "slide_id" in m else np.full(len(ix), ""),
                 (ix + offsets[t]) if t in offsets else np.full(len(ix), -1),
             ]).astype(object)
             fig.add_trace(go.Scattergl(
@@ -183,13 +204,24 @@ def figure2(
         fig.update_xaxes(showticklabels=False, title_text=captions[t].replace(" · ", "<br>"), title_font_size=10,
                          row=1, col=j)
         fig.update_yaxes(showticklabels=False, row=1, col=j)
-    fig.update_layout(height=480, width=max(420 * len(titles), 600), template="plotly_white",
-                      legend_title_text=color_by, margin={"b": 140},
-                      title_text=f"{method.upper()} of features coloured by {color_by}")
+    # Tall enough that a legend of ≤ 20 entries (~20 px each) is shown whole, without scrolling.
+    height = max(480, 200 + 21 * min(len(all_groups), 20))
+    # No fixed width: the figure fills its page or iframe, so the legend is never cut off or scrolled to.
+    fig.update_layout(height=height, autosize=True, template="plotly_white",
+                      legend_title_text=color_by, legend={"font": {"size": 11}, "tracegroupgap": 0},
+                      margin={"b": 140, "t": 110}, title_text=f"{label} of features coloured by {color_by}")
+    mfig = _figure2_png(titles, coords, metas, captions, all_groups, colours, color_by)
+    params = {"method": method, "perplexity": perplexity, "seed": seed, "color_by": color_by, "panels": titles}
+    return Figure2(fig, mfig, coords, metrics, params, all_thumbs)
+
+
+def _figure2_png(titles: list[str], coords: Mapping[str, np.ndarray], metas: Mapping[str, pd.DataFrame],
+                 captions: Mapping[str, str], all_groups: list[str], colours: Mapping[str, str], color_by: str) -> Any:
+    import matplotlib.pyplot as plt
 
     mfig, axes = plt.subplots(1, len(titles), figsize=(4.4 * len(titles), 5.0), squeeze=False)
     for ax, t in zip(axes[0], titles):
-        groups = panels[t][1][color_by].astype(str).to_numpy()
+        groups = metas[t][color_by].astype(str).to_numpy()
         dot = float(np.clip(3000.0 / max(len(groups), 1), 1.5, 25.0))  # pt²: readable at 30 and 10,000 points
         for g in all_groups:
             ix = groups == g
@@ -204,12 +236,4 @@ def figure2(
         axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, markerscale=4, title=color_by,
                            frameon=False)
     mfig.tight_layout()
-    params = {"method": method, "perplexity": perplexity, "seed": seed, "color_by": color_by, "panels": titles}
-    return Figure2(fig, mfig, coords, metrics, params, all_thumbs)
-
-
-def collapse_report(*args: Any, **kwargs: Any) -> Any:
-    """Sampling -> extraction -> metrics -> embedding -> files; see :func:`exaonepath_lab.analysis.pipeline.collapse_report`."""
-    from .pipeline import collapse_report as _run
-
-    return _run(*args, **kwargs)
+    return mfig

@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--images", help="image folder; the parent folder of each image is its slide id")
     p.add_argument("--class-dirs", action="store_true",
                    help="with --images: the first sub-folder is the biological class (FOLDER/<class>/<slide>/img.png), "
-                   "enabling the robustness index; off by default because FOLDER/<slide>/img.png is the common layout")
+                   "enabling the SO share of the collapse metrics; off by default because FOLDER/<slide>/img.png is the common layout")
     p.add_argument("--out", required=True, help="output HDF5 file (FEATURES.h5); its config goes to FEATURES.h5.config.json")
     add_macenko_options(p, "Macenko-normalize every patch first (the paper does, at extraction and probing)")
     p.add_argument("--no-resize", action="store_true",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from ._args import STAIN_TARGET_HELP
@@ -32,7 +33,8 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("input", nargs="?", help="folder of images (png/jpg/tif/...; searched recursively) to normalize")
-    p.add_argument("--out", help="output folder for normalized PNGs, stain_status.csv and normalize_report.json "
+    p.add_argument("--out", help="output folder for normalized PNGs, stain_status.csv, normalize_report.json and "
+                   "stain_config.json "
                    "(required with INPUT; must differ from INPUT so originals are never overwritten)")
     p.add_argument("--tiles", metavar="TILE_DIR", help="output folder of `exaonepath-lab tile`: fit per-patch stain "
                    "parameters and write TILE_DIR/stain/<slide_id>.h5 beside patches/<slide_id>.h5 (resumable)")
@@ -60,7 +62,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..stain import MacenkoNormalizer, StainTarget
+    from ..stain import StainConfig, StainTarget
     from ..stain.runs import fit_tiles, normalize_folder
 
     if not (args.input or args.tiles or args.fit_target):
@@ -74,8 +76,6 @@ def run(args: argparse.Namespace) -> int:
 
     target = None
     if args.target:
-        from pathlib import Path
-
         from ..stain.target import resolve_target
 
         run_dir = Path(args.out) if args.input else (Path(args.tiles) / "stain" if args.tiles else None)
@@ -91,17 +91,19 @@ def run(args: argparse.Namespace) -> int:
             path = target.save(args.save_target)
             print(f"saved target to {path}", file=sys.stderr)
 
-    norm = MacenkoNormalizer(
-        target, Io=args.Io, alpha=args.alpha, beta=args.beta, policy=args.policy,
-        min_tissue_fraction=args.min_tissue_fraction, device=args.device,
-    )
+    cfg = StainConfig(target=args.target, fit_target=tuple(args.fit_target or ()), save_target=args.save_target,
+                      Io=args.Io, alpha=args.alpha, beta=args.beta, min_tissue_fraction=args.min_tissue_fraction,
+                      policy=args.policy, batch_size=args.batch_size)
+    norm = cfg.normalizer(target, device=args.device)
     results: dict[str, Any] = {}
     if args.input:
         rep = normalize_folder(args.input, args.out, norm, batch_size=args.batch_size, overwrite=args.overwrite,
                                progress=not args.quiet)
+        cfg.save(Path(args.out) / "stain_config.json")
         results["folder"] = {k: rep[k] for k in ("output", "n_images", "n_skipped_done", "counts")}
     if args.tiles:
         rep = fit_tiles(args.tiles, norm, batch_size=args.batch_size, overwrite=args.overwrite, progress=not args.quiet)
+        cfg.save(Path(args.tiles) / "stain" / "stain_config.json")
         results["tiles"] = {k: rep[k] for k in ("tile_dir", "slides", "patches")}
     if results:
         print(json.dumps(results, indent=2))

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from ..io import sha256_json
     from ..probing.datasets import load_dataset
     from ..probing.evaluate import evaluate_features, write_result
-    from ..probing.linear import ProbeConfig
+    from ..probing.config import ProbeConfig
     from ..report.table1 import protocol_deviations
 
     torch.set_num_threads(max(1, args.threads))

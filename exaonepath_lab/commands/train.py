@@ -49,7 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="DataLoader worker processes reading tiles (default: preset's; 0 = main process)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any PretrainConfig field, e.g. --set lr=5e-4 --set out_dim=4096 "
-                        "--set global_crop_scale=[0.25,1]; VALUE is parsed as JSON when it can be")
+                        "--set global_crop_scale=[0.25,1]; VALUE is parsed as JSON when it can be (see --list-keys)")
+    p.add_argument("--list-keys", action=_ListKeys, help="print every PretrainConfig field --set accepts, with its "
+                   "type, default and why that default was chosen, and exit")
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT/checkpoint.pt when it exists (requeue-safe: starts fresh when absent). "
                         "Without it an existing checkpoint is an error, so a run is never continued by accident")
@@ -57,6 +59,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar (batch logs)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=run)
+
+
+class _ListKeys(argparse.Action):
+    """``--list-keys``: print the keys and exit at once, like ``--version`` (before --data/--out are demanded)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kw: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kw)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from ..pretrain.config import PretrainConfig
+
+        print(PretrainConfig.describe_keys())
+        parser.exit()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,22 +16,24 @@ Names:
 - ``timm:<timm_name>`` — any timm model, weights from a local .safetensors/.pth/.bin.
 - ``random:<preset or timm_name>`` — seeded random init (tests; the random-init reference
   of the collapse metrics, same architecture and preprocessing as the preset).
+
+Your own encoder: :func:`register_encoder` (a spec, or a factory), then ``create_encoder(name, ...)``;
+:func:`list_encoders` takes fnmatch patterns.
 """
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
 from ..io import sha256_file
-from ..models import build_backbone, embed_dim_of, load_kit_checkpoint
+from ..models import IMAGENET_MEAN, IMAGENET_STD, build_backbone, embed_dim_of, load_kit_checkpoint
 from .checkpoint import LoadReport, hf_vit_to_timm, load_strict, load_weights_file, select_state_dict, strip_prefixes
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Lunit's own statistics of their pretraining data (github.com/lunit-io/benchmark-ssl-pathology).
 LUNIT_MEAN = (0.70322989, 0.53606487, 0.66096631)
 LUNIT_STD = (0.21716536, 0.26081574, 0.20723464)
@@ -296,17 +298,72 @@ def _create_random(name: str, rest: str, checkpoint: str | None, device: Any, kw
 
 #: Name prefixes -> factory(name, rest, checkpoint, device, kwargs).
 PREFIXES: dict[str, Callable[..., Encoder]] = {"timm": _create_timm, "random": _create_random}
-#: Whole names handled by a special factory (others in ENCODERS go through the preset path).
+#: Whole names handled by a factory(name, checkpoint, device, kwargs) (names in ENCODERS go through the preset path).
 SPECIAL: dict[str, Callable[..., Encoder]] = {"kit-dino": _create_kit}
+_SPECIAL_HELP: dict[str, str] = {"kit-dino": "checkpoint of our own DINO training (teacher backbone)"}
 
 
-def list_encoders() -> dict[str, str]:
-    """Name -> one-line description, including the prefix forms."""
+def register_encoder(
+    name: str,
+    spec: EncoderSpec | None = None,
+    *,
+    factory: Callable[..., Encoder] | None = None,
+    overwrite: bool = False,
+) -> Any:
+    """Add an encoder to the registry without editing the kit (timm's ``register_model``).
+
+    Either ``spec`` — architecture and preprocessing; weights then come from ``checkpoint=`` exactly as
+    for the presets (strict loading, ``key_mapper``), and ``random:<name>`` works too — or
+    ``factory(name, checkpoint, device, kwargs) -> Encoder`` for a model the spec path cannot build.
+    Called with neither, it returns a decorator for a factory::
+
+        register_encoder("my-vit", EncoderSpec("vit_small_patch16_224", {"img_size": 224}, description="..."))
+
+        @register_encoder("my-model")
+        def my_model(name, checkpoint, device, kwargs): ...
+
+    Names are plain (no ``:``, which marks the ``timm:``/``random:`` prefixes); replacing an existing
+    name needs ``overwrite=True``. Returns what was registered.
+    """
+    if spec is None and factory is None:
+        return lambda fn: register_encoder(name, factory=fn, overwrite=overwrite)
+    if (spec is None) == (factory is None):
+        raise ValueError(f"register_encoder({name!r}): give either spec= or factory=, not both")
+    if not isinstance(name, str) or not name or ":" in name:
+        raise ValueError(f"register_encoder: name {name!r} must be a non-empty string without ':' "
+                         f"(':' marks the prefixes {sorted(PREFIXES)})")
+    if (name in ENCODERS or name in SPECIAL) and not overwrite:
+        raise ValueError(f"encoder {name!r} is already registered; pass overwrite=True to replace it")
+    ENCODERS.pop(name, None)
+    SPECIAL.pop(name, None)
+    _SPECIAL_HELP.pop(name, None)
+    if spec is not None:
+        if not isinstance(spec, EncoderSpec):
+            raise TypeError(f"register_encoder({name!r}): spec must be an EncoderSpec, got {type(spec).__name__}")
+        ENCODERS[name] = spec
+        return spec
+    if not callable(factory):
+        raise TypeError(f"register_encoder({name!r}): factory must be callable, got {type(factory).__name__}")
+    SPECIAL[name] = factory
+    _SPECIAL_HELP[name] = ((factory.__doc__ or "").strip().splitlines() or ["user-registered factory"])[0]
+    return factory
+
+
+def list_encoders(filter: str | Sequence[str] = "") -> dict[str, str]:
+    """Name -> one-line description, the prefix forms included.
+
+    ``filter``: fnmatch pattern(s) as in timm's ``list_models``, e.g. ``"vit*"`` or ``["uni", "*path*"]``;
+    empty lists everything.
+    """
     out = {k: v.description for k, v in ENCODERS.items()}
-    out["kit-dino"] = "checkpoint of our own DINO training (teacher backbone)"
+    out.update(_SPECIAL_HELP)
     out["timm:<name>"] = "any timm model, weights from a local .safetensors/.pth/.bin"
     out["random:<preset|timm_name>"] = "seeded random init of the same architecture (tests, reference rows)"
-    return out
+    patterns = [filter] if isinstance(filter, str) else list(filter)
+    patterns = [p for p in patterns if p]
+    if not patterns:
+        return out
+    return {k: v for k, v in out.items() if any(fnmatch.fnmatchcase(k, p) for p in patterns)}
 
 
 def encoder_spec(name: str) -> EncoderSpec:

@@ -29,8 +29,9 @@ import numpy as np
 import torch
 import torch.utils.data
 
+from ..encoders.preprocess import Preprocessing
 from .cache import FeatureSet, PartStore, describe_key_difference, load_features, patch_list_sha256, read_key, save_features
-from .preprocess import Preprocessing, _public_state, check_image, normalize_stain, normalizer_identity
+from .preprocess import _public_state, check_image, normalize_stain, normalizer_identity
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def dataset_identity(dataset: Any) -> dict[str, Any]:
     return d
 
 
-def make_key(encoder: Any, pre: Preprocessing, normalizer: Any, meta: Any, *, dataset: Any = None) -> dict[str, Any]:
+def make_key(encoder: Any, pre: Preprocessing, *, normalizer: Any, meta: Any, dataset: Any = None) -> dict[str, Any]:
     """The cache key: encoder identity, preprocessing, normalizer identity, how the dataset reads, patch-list hash.
 
     ``dataset``: the item dataset (its read size, MPP overrides and transform enter the
@@ -168,58 +169,20 @@ def extract_features(
         encoder.model.to(device)
         encoder.device = torch.device(device)
     pre = Preprocessing.for_encoder(encoder, resize=resize, crop=crop)
-    key = make_key(encoder, pre, normalizer, meta, dataset=dataset)
-    status_note = "computed"
-    if cache_path is not None and not recompute:
-        old = read_key(cache_path)
-        if old == key:
-            fs = load_features(cache_path)
-            fs.cache_status = "reused"
-            _say(f"reusing {cache_path} (key matches)", progress)
-            return fs
-        if old is not None:
-            status_note = f"recomputed (cache differs in: {describe_key_difference(old, key)})"
-            _say(f"{cache_path}: {status_note}", progress)
-        elif Path(cache_path).exists():
-            status_note = "recomputed (existing file is not a readable feature cache)"
-            _say(f"{cache_path}: {status_note}", progress)
-
+    key = make_key(encoder, pre, normalizer=normalizer, meta=meta, dataset=dataset)
+    cached, status_note = _check_cache(cache_path, key, recompute=recompute, progress=progress)
+    if cached is not None:
+        return cached
     chunk_size = int(chunk_size or 16 * batch_size)
     n_chunks = (n + chunk_size - 1) // chunk_size
-    parts = PartStore(cache_path, key, chunk_size) if cache_path is not None else None
-    if parts is not None:
-        msg = parts.open()
-        if msg:
-            _say(msg, progress)
-        n_done = sum(parts.done(c) for c in range(n_chunks))
-        if n_done:
-            status_note = f"resumed ({n_done}/{n_chunks} chunks on disk)"
-            _say(f"{cache_path}: {status_note}", progress)
-
-    from tqdm.auto import tqdm
-
-    feats: list[np.ndarray | None] = [None] * n_chunks
-    stats: list[np.ndarray | None] = [None] * n_chunks
-    new = 0
-    on_gpu = torch.device(getattr(encoder, "device", "cpu")).type == "cuda"
-    bar = tqdm(total=n, disable=not progress, desc=f"features {encoder.name}", unit="img")
-    try:
-        for c in range(n_chunks):
-            lo, hi = c * chunk_size, min(n, (c + 1) * chunk_size)
-            if parts is not None and parts.done(c):
-                feats[c], stats[c] = parts.read(c)
-                bar.update(hi - lo)
-                continue
-            if max_chunks is not None and new >= max_chunks:
-                raise InterruptedError(f"stopped after {new} new chunks (max_chunks); rerun to resume")
-            f, s = _run_chunk(encoder, dataset, range(lo, hi), pre, normalizer, batch_size, num_workers, on_gpu, bar)
-            feats[c], stats[c] = f, np.array(s, dtype=str)
-            if parts is not None:
-                parts.write(c, f, s)
-            new += 1
-    finally:
-        bar.close()
-    fs = FeatureSet(np.concatenate(feats), meta, key, np.concatenate(stats))  # type: ignore[arg-type]
+    parts = None
+    if cache_path is not None:
+        parts = PartStore(cache_path, key, chunk_size)
+        status_note = _resume_parts(parts, n_chunks, cache_path=cache_path, status_note=status_note, progress=progress)
+    feats, stats = _extract_chunks(encoder, dataset, pre, normalizer, parts, n_chunks=n_chunks, chunk_size=chunk_size,
+                                   batch_size=batch_size, num_workers=num_workers, max_chunks=max_chunks,
+                                   progress=progress)
+    fs = FeatureSet(np.concatenate(feats), meta, key, np.concatenate(stats))
     fs.cache_status = status_note
     if cache_path is not None:
         save_features(cache_path, fs)
@@ -228,6 +191,73 @@ def extract_features(
     if normalizer is not None and set(counts) - {"ok"}:
         _say(f"stain-normalization statuses: {counts} (kept; see FeatureSet.norm_status)", progress)
     return fs
+
+
+def _check_cache(cache_path: str | Path | None, key: dict[str, Any], *, recompute: bool,
+                 progress: bool) -> tuple[FeatureSet | None, str]:
+    """The cached FeatureSet when its key matches; otherwise None and why the features are computed."""
+    status_note = "computed"
+    if cache_path is None or recompute:
+        return None, status_note
+    old = read_key(cache_path)
+    if old == key:
+        fs = load_features(cache_path)
+        fs.cache_status = "reused"
+        _say(f"reusing {cache_path} (key matches)", progress)
+        return fs, "reused"
+    if old is not None:
+        status_note = f"recomputed (cache differs in: {describe_key_difference(old, key)})"
+        _say(f"{cache_path}: {status_note}", progress)
+    elif Path(cache_path).exists():
+        status_note = "recomputed (existing file is not a readable feature cache)"
+        _say(f"{cache_path}: {status_note}", progress)
+    return None, status_note
+
+
+def _resume_parts(parts: PartStore, n_chunks: int, *, cache_path: str | Path, status_note: str, progress: bool) -> str:
+    """Open the per-chunk store of an interrupted run; the status note says how much was on disk."""
+    msg = parts.open()
+    if msg:
+        _say(msg, progress)
+    n_done = sum(parts.done(c) for c in range(n_chunks))
+    if n_done:
+        status_note = f"resumed ({n_done}/{n_chunks} chunks on disk)"
+        _say(f"{cache_path}: {status_note}", progress)
+    return status_note
+
+
+def _extract_chunks(encoder: Any, dataset: Any, pre: Preprocessing, normalizer: Any, parts: PartStore | None, *,
+                    n_chunks: int, chunk_size: int, batch_size: int, num_workers: int, max_chunks: int | None,
+                    progress: bool) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Features and stain statuses chunk by chunk; chunks on disk are read, new ones written as they finish."""
+    from tqdm.auto import tqdm
+
+    n = len(dataset.meta)
+    feats: list[np.ndarray] = []
+    stats: list[np.ndarray] = []
+    new = 0
+    on_gpu = torch.device(getattr(encoder, "device", "cpu")).type == "cuda"
+    bar = tqdm(total=n, disable=not progress, desc=f"features {encoder.name}", unit="img")
+    try:
+        for c in range(n_chunks):
+            lo, hi = c * chunk_size, min(n, (c + 1) * chunk_size)
+            if parts is not None and parts.done(c):
+                f, s = parts.read(c)
+                feats.append(f)
+                stats.append(s)
+                bar.update(hi - lo)
+                continue
+            if max_chunks is not None and new >= max_chunks:
+                raise InterruptedError(f"stopped after {new} new chunks (max_chunks); rerun to resume")
+            f, st = _run_chunk(encoder, dataset, range(lo, hi), pre, normalizer, batch_size, num_workers, on_gpu, bar)
+            feats.append(f)
+            stats.append(np.array(st, dtype=str))
+            if parts is not None:
+                parts.write(c, f, st)
+            new += 1
+    finally:
+        bar.close()
+    return feats, stats
 
 
 def _run_chunk(encoder: Any, dataset: Any, idx: range, pre: Preprocessing, normalizer: Any,

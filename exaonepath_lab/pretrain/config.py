@@ -29,10 +29,9 @@ paper is silent or ambiguous the choice is a named field, documented below:
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
-from ..config import JobConfig
+from ..config import JobConfig, option
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,76 +39,115 @@ class PretrainConfig(JobConfig):
     """Resolved DINO pretraining configuration (all sizes in px, lr per iteration schedule)."""
 
     # --- data -------------------------------------------------------------
-    data: str = ""  # tiling output dir (manifest.csv) or image folder
-    out_dir: str = "runs/dino"
-    normalize: bool = True  # Macenko once per image before cropping, p = 1 (paper §3.3)
-    stain_target: str | None = None  # fitted Macenko target (JSON/.npz); None = torchstain defaults
-    stain_policy: str = "passthrough"  # Macenko failures: passthrough | flag | raise (stain.policy); counted in the log
-    num_workers: int = 0  # DataLoader workers (0 = main process; tiles are read there)
-    # Patch size the augmentation crops from: every patch is area-resized to load_px x load_px before
-    # cropping; None keeps the native size (paper: patches are never resized). In-memory/image-folder
-    # patches are Macenko-normalised at their native size first; a tiling output is *read* at load_px
-    # (from a coarser pyramid level when one covers it) and normalised there - what makes small-crop
-    # CPU runs cheap.
-    load_px: int | None = None
+    data: str = option("", help="Tiling output folder (with manifest.csv) or a folder of images: the patches to train on.")
+    out_dir: str = option("runs/dino", help="Run folder: config.json, checkpoint.pt, log.jsonl, curves, run_report.json.")
+    normalize: bool = option(True, help="Macenko-normalise every image once, before cropping, with probability 1 "
+                             "(paper §3.3): the paper's whole intervention. False trains the raw-colour baseline.")
+    stain_target: str | None = option(None, help="Macenko target: a fitted target JSON, or a target image (e.g. the "
+                                      "authors' TCGA PNG) fitted once and cached as OUT/stain_target.json; None: "
+                                      "torchstain's reference HERef/maxCRef.")
+    stain_policy: str = option("passthrough", help="Patches Macenko cannot normalise: passthrough | flag | raise "
+                               "(stain.policy). passthrough keeps them raw and counts them in the log, so a long run "
+                               "neither stops nor silently drops data.")
+    num_workers: int = option(0, help="DataLoader worker processes (0 = main process, where the tiles are read); "
+                              "raise on GPU nodes so reading keeps up.")
+    load_px: int | None = option(None, help="Patch size the augmentation crops from: every patch is area-resized to "
+                                 "load_px x load_px before cropping; None keeps the native size (paper: patches are "
+                                 "never resized). In-memory/image-folder patches are Macenko-normalised at their native "
+                                 "size first; a tiling output is *read* at load_px (from a coarser pyramid level when "
+                                 "one covers it) and normalised there - what makes small-crop CPU runs cheap.")
     # --- model ------------------------------------------------------------
-    timm_name: str = "vit_base_patch16_224"
-    timm_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
-    drop_path_rate: float = 0.1  # student only (DINO ViT-B)
-    init_checkpoint: str | None = None  # local ImageNet weights (timm/safetensors/torch); never downloaded
-    out_dim: int = 65536
-    head_hidden_dim: int = 2048
-    head_bottleneck_dim: int = 256
-    head_nlayers: int = 3
-    norm_last_layer: bool = True
-    use_bn_in_head: bool = False
+    timm_name: str = option("vit_base_patch16_224", help="Backbone (timm name). The paper trains DINO ViT-B/16.")
+    timm_kwargs: dict[str, Any] = option(default_factory=dict, help="Extra timm.create_model keywords (e.g. img_size, "
+                                         "depth, embed_dim for the small cpu-demo ViT).")
+    drop_path_rate: float = option(0.1, help="Stochastic depth rate of the student only (DINO ViT-B: 0.1); the teacher "
+                                   "runs without it.")
+    init_checkpoint: str | None = option(None, help="Local ImageNet weights for the backbone (timm/safetensors/torch), "
+                                         "loaded strictly with a report; the paper starts from ImageNet. Never downloaded.")
+    out_dim: int = option(65536, help="Dimensionality of the DINO head output (DINO: 65,536). For complex and large "
+                          "datasets large values work well; the entropy bound of a collapsed teacher is ln(out_dim).")
+    head_hidden_dim: int = option(2048, help="Hidden width of the DINO projection head's MLP (DINO: 2048).")
+    head_bottleneck_dim: int = option(256, help="Bottleneck width before the weight-normalised last layer (DINO: 256).")
+    head_nlayers: int = option(3, help="Layers of the head's MLP (DINO: 3).")
+    norm_last_layer: bool = option(True, help="Weight-normalise the head's last layer. Not normalising can do better but "
+                                   "makes training unstable; DINO uses True with ViT-B.")
+    use_bn_in_head: bool = option(False, help="Batch norm in the projection head (DINO: False for ViTs).")
     # --- multi-crop -------------------------------------------------------
-    global_crop_size: int = 224
-    local_crop_size: int = 96
-    n_local_crops: int = 8  # paper §4.2
-    global_crop_scale: tuple[float, float] = (0.4, 1.0)
-    local_crop_scale: tuple[float, float] = (0.05, 0.4)
-    color_jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)
-    color_jitter_p: float = 0.8
-    grayscale_p: float = 0.2
-    blur_p: tuple[float, float, float] = (1.0, 0.1, 0.5)  # global-1, global-2, local
-    blur_sigma: tuple[float, float] = (0.1, 2.0)  # px at crop resolution (DINO: PIL radius 0.1-2 at 224 px)
-    solarize_p: float = 0.2  # global-2 only
-    flip_p: float = 0.5
+    global_crop_size: int = option(224, help="Side of the two global views in px. The paper writes 256 (§3.3), DINO "
+                                   "uses 224 (ViT-B/16's 14x14 position embedding); set 256 to follow the text literally.")
+    local_crop_size: int = option(96, help="Side of the local views in px (DINO: 96).")
+    n_local_crops: int = option(8, help="Number of small local views (paper §4.2: 8). 0 disables multi-crop; then use a "
+                                "wider global_crop_scale, e.g. (0.14, 1), as DINO recommends.")
+    global_crop_scale: tuple[float, float] = option((0.4, 1.0), help="Area range of a global crop relative to the "
+                                                    "patch, before resizing (main_dino.py default; see the paper preset).")
+    local_crop_scale: tuple[float, float] = option((0.05, 0.4), help="Area range of a local crop relative to the "
+                                                   "patch, before resizing (main_dino.py default; see the paper preset).")
+    color_jitter: tuple[float, float, float, float] = option((0.4, 0.4, 0.2, 0.1), help="Brightness, contrast, "
+                                                             "saturation, hue of DINO's colour jitter.")
+    color_jitter_p: float = option(0.8, help="Probability of the colour jitter per view (DINO: 0.8).")
+    grayscale_p: float = option(0.2, help="Probability of converting a view to grey (DINO: 0.2).")
+    blur_p: tuple[float, float, float] = option((1.0, 0.1, 0.5), help="Gaussian-blur probability of global view 1, "
+                                                "global view 2 and the local views (DINO: 1.0, 0.1, 0.5): the two "
+                                                "global views differ on purpose.")
+    blur_sigma: tuple[float, float] = option((0.1, 2.0), help="Blur sigma range in px at crop resolution (DINO: PIL "
+                                             "radius 0.1-2 at 224 px).")
+    solarize_p: float = option(0.2, help="Solarisation probability of global view 2 only (DINO: 0.2).")
+    flip_p: float = option(0.5, help="Horizontal flip probability per view.")
     # --- loss -------------------------------------------------------------
-    student_temp: float = 0.1
-    warmup_teacher_temp: float = 0.04
-    teacher_temp: float = 0.07  # > 0.07 is unstable for ViT-B (DINO)
-    warmup_teacher_temp_epochs: float = 30.0  # ramp length in epochs (DINO ViT-B/16 run: 50)
-    warmup_teacher_temp_iters: int = -1  # >= 0: ramp length in iterations instead of epochs
-    teacher_temp_warmup: str = "fit"  # ramp longer than the run: "dino" cuts it, "fit" shortens it (see module doc)
-    center_momentum: float = 0.9
-    centering: str = "ema"  # "ema": DINO's centre + sharpen; "sinkhorn": DINOv2's Sinkhorn-Knopp teacher
+    student_temp: float = option(0.1, help="Temperature of the student softmax (DINO: 0.1).")
+    warmup_teacher_temp: float = option(0.04, help="Initial teacher temperature: 0.04 works well in most cases; try "
+                                        "lowering it if the loss does not decrease (DINO).")
+    teacher_temp: float = option(0.07, help="Teacher temperature after the warm-up. Above 0.07 is unstable for ViT-B "
+                                 "(DINO).")
+    warmup_teacher_temp_epochs: float = option(30.0, help="Length of the teacher-temperature warm-up in epochs "
+                                               "(main_dino.py default 30; DINO's ViT-B/16 run: 50).")
+    warmup_teacher_temp_iters: int = option(-1, help=">= 0: the warm-up length in iterations instead of epochs "
+                                            "(short test runs); -1: use warmup_teacher_temp_epochs.")
+    teacher_temp_warmup: str = option("fit", help="What a warm-up longer than the run means: 'dino' keeps DINO's "
+                                      "per-epoch ramp and cuts it where the run ends; 'fit' shortens the ramp to the "
+                                      "run so it ends at teacher_temp (see the module doc and the paper preset).")
+    center_momentum: float = option(0.9, help="EMA momentum of the teacher-output centre (DINO: 0.9).")
+    centering: str = option("ema", help="'ema': DINO's centre + sharpen (the paper's); 'sinkhorn': DINOv2's "
+                            "Sinkhorn-Knopp teacher, offered for comparison.")
     # --- optimisation -----------------------------------------------------
-    batch_size: int = 64  # per process
-    world_batch_size: int | None = None  # informational: batch × world size (filled at run time)
-    epochs: int = 10
-    max_iters: int | None = None  # stop early (also defines the schedules' length when set)
-    lr: float = 0.005  # peak lr, see ``lr_scaling``
-    lr_scaling: str = "none"  # "none": lr is the peak; "linear": lr × world_batch / 256 (DINO code)
-    min_lr: float = 1e-6
-    warmup_iters: int = 1000  # paper: lr warm-up over the first 1,000 iterations
-    weight_decay: float = 0.04
-    weight_decay_end: float = 0.4
-    momentum_teacher: float = 0.996
-    momentum_teacher_end: float = 1.0
-    clip_grad: float = 3.0  # 0 disables
-    freeze_last_layer_epochs: float = 1.0
-    precision: str = "bf16"  # "fp32" | "bf16" (autocast; bf16 needs no grad scaler)
+    batch_size: int = option(64, help="Images per process and step (paper: 64 per GPU x 80 GPUs = 5,120).")
+    world_batch_size: int | None = option(None, help="Informational: batch_size x world size, filled in at run time.")
+    epochs: int = option(10, help="Passes over the data (paper: 10).")
+    max_iters: int | None = option(None, help="Stop after this many iterations; when set it also defines the "
+                                   "schedules' length (short CPU runs).")
+    lr: float = option(0.005, help="Peak learning rate reached after warm-up. The paper's 0.005 at batch 5,120 is read "
+                       "as that peak (lr_scaling='none'); DINO's linear scaling would give 0.1, implausible for ViT-B "
+                       "with AdamW.")
+    lr_scaling: str = option("none", help="'none': lr is the peak; 'linear': lr x world batch / 256 (DINO's code).")
+    min_lr: float = option(1e-6, help="Learning rate at the end of the cosine schedule (main_dino.py default; see the "
+                           "paper preset).")
+    warmup_iters: int = option(1000, help="Linear lr warm-up over the first iterations (paper: 1,000), counted in "
+                               "iterations, never epochs, and clipped to the run length.")
+    weight_decay: float = option(0.04, help="Initial weight decay; with ViTs a small value early in training works "
+                                 "well (DINO: 0.04).")
+    weight_decay_end: float = option(0.4, help="Final weight decay of the cosine schedule; a larger decay at the end "
+                                     "improves ViTs (DINO: 0.4).")
+    momentum_teacher: float = option(0.996, help="Base EMA momentum of the teacher, raised to momentum_teacher_end by "
+                                     "a cosine schedule. Use a higher value with small batches (DINO: 0.9995 at 256).")
+    momentum_teacher_end: float = option(1.0, help="Teacher EMA momentum at the end of training (DINO: 1).")
+    clip_grad: float = option(3.0, help="Maximal gradient norm per parameter (main_dino.py default 3.0; 0.3-1.0 helps "
+                              "larger ViTs; see the paper preset). 0 disables clipping.")
+    freeze_last_layer_epochs: float = option(1.0, help="Epochs during which the head's output layer stays fixed "
+                                             "(main_dino.py default 1; DINO's ViT-B/16 run: 3). The paper trains it "
+                                             "from scratch, never fixed: its preset sets 0.")
+    precision: str = option("bf16", help="'fp32' or 'bf16' autocast (bf16 needs no grad scaler; fp16 is not offered: "
+                            "it NaNs with DINO).")
     # --- run --------------------------------------------------------------
-    seed: int = 0
-    device: str = "auto"  # "auto" = cuda if available else cpu
-    num_threads: int = 0  # torch intra-op threads on CPU; 0 = torch default
-    checkpoint_every: int = 500  # iterations between checkpoints (and at epoch ends)
-    log_every: int = 1
-    tensorboard: bool = False
-    collapse_window: int = 20  # iterations the collapse monitor averages over
-    preset: str = "custom"
+    seed: int = option(0, help="Seed of weights, crops and data order: a rerun with the same config repeats the run.")
+    device: str = option("auto", help="'auto' = CUDA when present, else CPU; or 'cpu', 'cuda', 'cuda:N'.")
+    num_threads: int = option(0, help="torch intra-op threads on CPU; 0 = torch's default (keep small on shared machines).")
+    checkpoint_every: int = option(500, help="Iterations between checkpoints (also at epoch ends): what a pre-empted "
+                                   "job loses at most.")
+    log_every: int = option(1, help="Iterations between lines of log.jsonl.")
+    tensorboard: bool = option(False, help="Also write TensorBoard events (needs the tensorboard extra).")
+    collapse_window: int = option(20, help="Iterations the collapse monitor averages teacher entropy over before "
+                                  "warning.")
+    preset: str = option("custom", help="Name of the preset the config started from (recorded, not used).")
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> None:
@@ -159,7 +197,3 @@ class PretrainConfig(JobConfig):
         if self.warmup_teacher_temp_iters >= 0:
             return int(self.warmup_teacher_temp_iters)
         return int(round(self.warmup_teacher_temp_epochs * iters_per_epoch))
-
-    def collapse_threshold(self) -> float:
-        """ln(out_dim): the DINO loss of a uniform (collapsed) teacher and student."""
-        return math.log(self.out_dim)

@@ -37,7 +37,7 @@ class CollapseMonitor:
         self.warnings: list[str] = []
         self._warned: set[str] = set()
 
-    def update(self, iteration: int, loss: float, teacher_entropy: float, batch_entropy: float) -> str | None:
+    def update(self, iteration: int, *, loss: float, teacher_entropy: float, batch_entropy: float) -> str | None:
         self._hist.append((loss, teacher_entropy, batch_entropy))
         if iteration < self.grace or len(self._hist) < self.window:
             return None

@@ -33,8 +33,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ..models import IMAGENET_MEAN, IMAGENET_STD
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -280,7 +279,7 @@ class MultiCropAugment:
             x = ops[op](x, factors[op])
         return x
 
-    def augment_view(self, images: torch.Tensor, sizes: torch.Tensor, view: ViewSpec,
+    def augment_view(self, images: torch.Tensor, sizes: torch.Tensor, view: ViewSpec, *,
                      generator: torch.Generator | None = None) -> torch.Tensor:
         """One view for the whole batch: ``(B, 3, H, W)`` float [0, 1] -> ``(B, 3, s, s)`` normalised."""
         b = images.shape[0]
@@ -314,4 +313,4 @@ class MultiCropAugment:
             sizes = torch.tensor([[x.shape[2], x.shape[3]]] * x.shape[0])
         else:
             replicate_padding(x, sizes)
-        return [self.augment_view(x, sizes, v, generator) for v in self.views]
+        return [self.augment_view(x, sizes, v, generator=generator) for v in self.views]

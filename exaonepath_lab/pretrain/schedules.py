@@ -36,7 +36,7 @@ def cosine_schedule(
 
 
 def teacher_temp_schedule(
-    warmup_temp: float, temp: float, total_iters: int, warmup_iters: int, *, mode: str = "fit"
+    warmup_temp: float, temp: float, total_iters: int, *, warmup_iters: int, mode: str = "fit"
 ) -> np.ndarray:
     """Teacher temperature: linear ``warmup_temp -> temp`` over ``warmup_iters``, then flat.
 
@@ -81,6 +81,7 @@ def build_schedules(
         "wd": cosine_schedule(weight_decay, weight_decay_end, total_iters),
         "momentum": cosine_schedule(momentum, momentum_end, total_iters),
         "teacher_temp": teacher_temp_schedule(
-            warmup_teacher_temp, teacher_temp, total_iters, warmup_teacher_temp_iters, mode=teacher_temp_warmup
+            warmup_teacher_temp, teacher_temp, total_iters, warmup_iters=warmup_teacher_temp_iters,
+            mode=teacher_temp_warmup,
         ),
     }

@@ -413,7 +413,8 @@ def _iteration(run: _Run, batch: dict[str, Any], t_prev: float) -> float:
     run.losses.append(row["loss"])
     run.it += 1
     run.batch_in_epoch += 1
-    warn = run.monitor.update(run.it, row["loss"], row["teacher_entropy"], row["batch_entropy"])
+    warn = run.monitor.update(run.it, loss=row["loss"], teacher_entropy=row["teacher_entropy"],
+                              batch_entropy=row["batch_entropy"])
     _log_row(run, row, warn)
     run.last_row = row
     return t_end

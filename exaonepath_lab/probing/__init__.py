@@ -9,7 +9,8 @@ from .check import CheckReport, check_all, check_dataset
 from .datasets import DATASETS, DatasetSpec, dataset_spec, load_dataset, resolve_dataset_root
 from .evaluate import evaluate_features, write_result
 from .knn import knn_scores, run_knn
-from .linear import LinearProbe, ProbeConfig, run_linear_probe, train_linear_probe
+from .config import ProbeConfig
+from .linear import LinearProbe, run_linear_probe, train_linear_probe
 from .metrics import classification_metrics
 
 __all__ = [

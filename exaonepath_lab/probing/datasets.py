@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from ..datasets import ItemDataset, read_rgb
+from ..datasets import FileItemDataset, ItemDataset
 from .pcam import PCAM_CLASSES, PCamDataset, scan_pcam
 from .scan import (CRC_CLASSES, CRC_TEST_DIR, CRC_TRAIN_DIR, MHIST_CLASSES, MSI_CLASSES, TIL_CLASSES, TIL_SPLITS,
                    Scan, scan_crc100k, scan_mhist, scan_msi_crc, scan_msi_stad, scan_til, til_images_dir)
@@ -141,17 +141,6 @@ def dataset_spec(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
-class FileItemDataset(ItemDataset):
-    """Items that are image files (``meta.path``)."""
-
-    def __init__(self, meta: pd.DataFrame, transform: Callable[[np.ndarray], Any] | None = None) -> None:
-        self.meta = meta.reset_index(drop=True)
-        self.transform = transform
-
-    def load_image(self, i: int) -> np.ndarray:
-        return read_rgb(self.meta.at[i, "path"])
-
-
 def assign_splits(spec: DatasetSpec, items: pd.DataFrame, root: Path, *, seed: int = 0,
                   split_dir: str | Path | None = None) -> pd.Series:
     """``split`` per item: the given partition, or the saved/generated 80:20 split of ``trainval``."""
@@ -170,7 +159,7 @@ def assign_splits(spec: DatasetSpec, items: pd.DataFrame, root: Path, *, seed: i
                                       sub["label"].to_numpy(), val_fraction=spec.val_fraction, seed=seed)
     where = Path(split_dir) if split_dir is not None else Path(root) / "splits"
     mask = load_or_create_split(sub["relpath"].to_numpy(), make,
-                                path=split_file_path(where, spec.name, seed, spec.val_fraction), rule=rule)
+                                path=split_file_path(where, spec.name, seed=seed, val_fraction=spec.val_fraction), rule=rule)
     split[tv] = np.where(mask, "val", "train")
     return split
 

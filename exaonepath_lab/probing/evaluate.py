@@ -15,7 +15,8 @@ import numpy as np
 
 from ..io import sha256_json, write_json_atomic
 from .knn import run_knn
-from .linear import ProbeConfig, run_linear_probe
+from .config import ProbeConfig
+from .linear import run_linear_probe
 
 RESULT_KIND = "exaonepath-lab/probe-result"
 

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from ..datasets import IMAGE_SUFFIXES
+from ..datasets import IMAGE_SUFFIXES, FileItemDataset
 from .scan import KIT_DIRS, COLUMNS, Scan, _frame
 from .splits import group_split_labels, load_or_create_assignment, split_file_path
 
@@ -163,8 +163,6 @@ def load_folder_dataset(
     transform: Callable[[np.ndarray], Any] | None = None,
 ) -> Any:
     """The user's labelled patches with a saved slide/patient-level train/val/test split (item protocol)."""
-    from .datasets import FileItemDataset
-
     root = Path(root)
     scan = scan_folder(root)
     if scan.problems:
@@ -188,7 +186,7 @@ def load_folder_dataset(
 
     items["split"] = load_or_create_assignment(
         items["relpath"].to_numpy(), make,
-        path=split_file_path(where, safe, seed, val_fraction, test_fraction), rule=rule,
+        path=split_file_path(where, safe, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction), rule=rule,
         allowed=("train", "val", "test"))
     per_group = items.groupby("patient")["split"].nunique()
     if (per_group > 1).any():  # a saved file edited by hand, or patches moved between slides

@@ -31,42 +31,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
-from ..config import JobConfig
+from .config import ProbeConfig
 from .metrics import classification_metrics, mean_std
-
-
-@dataclasses.dataclass(frozen=True)
-class ProbeConfig(JobConfig):
-    """Linear-probe protocol; defaults are the paper's (§4.4) or, where it is silent, named above."""
-
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    batch_size: int = 128
-    iterations: int = 12_500
-    feature_norm: str = "none"  # none | standardize | l2
-    init: str = "dino"  # dino (N(0, 0.01), bias 0) | torch (nn.Linear default)
-    lr_schedule: str = "constant"  # constant (the paper gives one lr) | cosine (DINO eval_linear, to 0)
-    selection: str = "best_val"  # best_val | last
-    eval_every: int = 500
-    seeds: tuple[int, ...] = (0, 1, 2)
-
-    def __post_init__(self) -> None:
-        if self.feature_norm not in ("none", "standardize", "l2"):
-            raise ValueError(f"feature_norm={self.feature_norm!r}: use 'none', 'standardize' or 'l2'")
-        if self.init not in ("dino", "torch"):
-            raise ValueError(f"init={self.init!r}: use 'dino' or 'torch'")
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"lr_schedule={self.lr_schedule!r}: use 'constant' (paper) or 'cosine' (DINO eval_linear)")
-        if self.selection not in ("best_val", "last"):
-            raise ValueError(f"selection={self.selection!r}: use 'best_val' or 'last'")
-        if self.iterations < 1 or self.batch_size < 1 or self.eval_every < 1:
-            raise ValueError("iterations, batch_size and eval_every must be >= 1")
 
 
 @dataclasses.dataclass
@@ -147,42 +118,14 @@ def _threads(n: int | None) -> Iterator[None]:
 
 def _train(x_train: np.ndarray, y_train: np.ndarray, *, n_classes: int, config: ProbeConfig, seed: int,
            x_val: np.ndarray | None, y_val: np.ndarray | None) -> tuple[LinearProbe, LinearProbe, list[dict[str, float]]]:
-    x_train = np.asarray(x_train, dtype=np.float32)
-    y_train = np.asarray(y_train, dtype=np.int64)
-    _check_xy(x_train, y_train, "train")
-    if len(y_train) == 0:
-        raise ValueError("train split is empty")
-    if y_train.max() >= n_classes:
-        raise ValueError(f"train labels go up to {y_train.max()} but n_classes={n_classes}")
-    has_val = x_val is not None and y_val is not None and len(y_val) > 0
-    if has_val:
-        x_val = np.asarray(x_val, dtype=np.float32)
-        y_val = np.asarray(y_val, dtype=np.int64)
-        _check_xy(x_val, y_val, "val")
-
+    x_train, y_train, val = _checked_arrays(x_train, y_train, x_val, y_val, n_classes=n_classes)
     gen = torch.Generator().manual_seed(int(seed))
-    X = torch.from_numpy(x_train)
-    mean = std = None
-    if config.feature_norm == "standardize":
-        mean = x_train.mean(axis=0, dtype=np.float64).astype(np.float32)
-        # Constant features would divide by zero; leave them centred but unscaled.
-        std = x_train.std(axis=0, dtype=np.float64).astype(np.float32)
-        std[std < 1e-6] = 1.0
-    X = _normalize(X, config.feature_norm, mean, std).contiguous()
+    mean, std = _standardization(x_train, config.feature_norm)
+    X = _normalize(torch.from_numpy(x_train), config.feature_norm, mean, std).contiguous()
     Y = torch.from_numpy(y_train)
-    Xv = _normalize(torch.from_numpy(x_val), config.feature_norm, mean, std) if has_val else None
-    Yv = torch.from_numpy(y_val) if has_val else None
-
-    d = X.shape[1]
-    # Seeded without touching the caller's global RNG.
-    if config.init == "dino":
-        W = torch.empty(n_classes, d).normal_(0.0, 0.01, generator=gen)
-        b = torch.zeros(n_classes)
-    else:  # torch's own kaiming-uniform nn.Linear init
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed))
-            layer = torch.nn.Linear(d, n_classes)
-        W, b = layer.weight.detach().clone(), layer.bias.detach().clone()
+    Xv = _normalize(torch.from_numpy(val[0]), config.feature_norm, mean, std) if val else None
+    Yv = torch.from_numpy(val[1]) if val else None
+    W, b = _init_weights(X.shape[1], n_classes, config.init, seed=seed, gen=gen)
     loss_fn = torch.nn.CrossEntropyLoss()
 
     def snapshot(it: int) -> LinearProbe:
@@ -202,46 +145,7 @@ def _train(x_train: np.ndarray, y_train: np.ndarray, *, n_classes: int, config: 
         if key > best_key:  # strict: ties keep the earlier checkpoint
             best, best_key = snapshot(it), key
 
-    # The update is torch.optim.SGD's (momentum buffer = g on the first step, then m*buf + g;
-    # weight decay added to g first; no dampening, no Nesterov) with the mean cross-entropy
-    # gradient written out: dL/dz = (softmax(z) - onehot(y)) / B. Writing it out instead of
-    # calling autograd + optimizer.step() makes an iteration ~1.6x faster on CPU, which is
-    # what keeps 12,500 iterations x several seeds cheap; a test checks it against autograd +
-    # torch.optim.SGD.
-    n = len(Y)
-    buf_w = buf_b = None
-    rows = torch.arange(config.batch_size)
-    perm = torch.randperm(n, generator=gen)
-    pos = 0
-    with torch.no_grad():
-        for it in range(1, config.iterations + 1):
-            if pos >= n:  # new epoch: reshuffle
-                perm = torch.randperm(n, generator=gen)
-                pos = 0
-            idx = perm[pos : pos + config.batch_size]
-            pos += config.batch_size
-            xb, yb = X.index_select(0, idx), Y.index_select(0, idx)
-            g = torch.softmax(torch.addmm(b, xb, W.T), dim=1)
-            g[rows[: len(yb)], yb] -= 1.0
-            g /= len(yb)
-            gw, gb = g.T @ xb, g.sum(0)
-            if config.weight_decay:
-                gw.add_(W, alpha=config.weight_decay)
-                gb.add_(b, alpha=config.weight_decay)
-            if config.momentum:
-                if buf_w is None:
-                    buf_w, buf_b = gw.clone(), gb.clone()
-                else:
-                    buf_w.mul_(config.momentum).add_(gw)
-                    buf_b.mul_(config.momentum).add_(gb)
-                gw, gb = buf_w, buf_b
-            lr = config.lr
-            if config.lr_schedule == "cosine":  # torch's CosineAnnealingLR(T_max=iterations, eta_min=0)
-                lr = config.lr * 0.5 * (1.0 + math.cos(math.pi * (it - 1) / config.iterations))
-            W.add_(gw, alpha=-lr)
-            b.add_(gb, alpha=-lr)
-            if has_val and (it % config.eval_every == 0 or it == config.iterations):
-                evaluate(it)
+    _sgd(W, b, X, Y, config=config, gen=gen, on_eval=evaluate if val else None)
     last = snapshot(config.iterations)
     if not np.isfinite(last.weight).all():
         raise RuntimeError(
@@ -249,6 +153,94 @@ def _train(x_train: np.ndarray, y_train: np.ndarray, *, n_classes: int, config: 
         )
     selected = best if (config.selection == "best_val" and best is not None) else last
     return selected, last, curve
+
+
+def _checked_arrays(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None, y_val: np.ndarray | None, *,
+                    n_classes: int) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    """float32/int64 train arrays and the validation pair (None when there is no validation split)."""
+    x_train = np.asarray(x_train, dtype=np.float32)
+    y_train = np.asarray(y_train, dtype=np.int64)
+    _check_xy(x_train, y_train, "train")
+    if len(y_train) == 0:
+        raise ValueError("train split is empty")
+    if y_train.max() >= n_classes:
+        raise ValueError(f"train labels go up to {y_train.max()} but n_classes={n_classes}")
+    if x_val is None or y_val is None or len(y_val) == 0:
+        return x_train, y_train, None
+    x_val = np.asarray(x_val, dtype=np.float32)
+    y_val = np.asarray(y_val, dtype=np.int64)
+    _check_xy(x_val, y_val, "val")
+    return x_train, y_train, (x_val, y_val)
+
+
+def _standardization(x_train: np.ndarray, feature_norm: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Per-feature mean and std of the train split for ``feature_norm="standardize"``, else (None, None)."""
+    if feature_norm != "standardize":
+        return None, None
+    mean = x_train.mean(axis=0, dtype=np.float64).astype(np.float32)
+    # Constant features would divide by zero; leave them centred but unscaled.
+    std = x_train.std(axis=0, dtype=np.float64).astype(np.float32)
+    std[std < 1e-6] = 1.0
+    return mean, std
+
+
+def _init_weights(d: int, n_classes: int, init: str, *, seed: int,
+                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight (n_classes, d) and bias (n_classes,), seeded without touching the caller's global RNG."""
+    if init == "dino":
+        return torch.empty(n_classes, d).normal_(0.0, 0.01, generator=gen), torch.zeros(n_classes)
+    # torch's own kaiming-uniform nn.Linear init
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        layer = torch.nn.Linear(d, n_classes)
+    return layer.weight.detach().clone(), layer.bias.detach().clone()
+
+
+@torch.no_grad()
+def _sgd(W: torch.Tensor, b: torch.Tensor, X: torch.Tensor, Y: torch.Tensor, *, config: ProbeConfig,
+         gen: torch.Generator, on_eval: Callable[[int], None] | None) -> None:
+    """``config.iterations`` SGD steps on ``W``, ``b`` in place; ``on_eval(it)`` every ``eval_every``.
+
+    The update is torch.optim.SGD's (momentum buffer = g on the first step, then m*buf + g;
+    weight decay added to g first; no dampening, no Nesterov) with the mean cross-entropy
+    gradient written out: dL/dz = (softmax(z) - onehot(y)) / B. Writing it out instead of
+    calling autograd + optimizer.step() makes an iteration ~1.6x faster on CPU, which is
+    what keeps 12,500 iterations x several seeds cheap; a test checks it against autograd +
+    torch.optim.SGD.
+    """
+    n = len(Y)
+    buf_w = buf_b = None
+    rows = torch.arange(config.batch_size)
+    perm = torch.randperm(n, generator=gen)
+    pos = 0
+    for it in range(1, config.iterations + 1):
+        if pos >= n:  # new epoch: reshuffle
+            perm = torch.randperm(n, generator=gen)
+            pos = 0
+        idx = perm[pos : pos + config.batch_size]
+        pos += config.batch_size
+        xb, yb = X.index_select(0, idx), Y.index_select(0, idx)
+        g = torch.softmax(torch.addmm(b, xb, W.T), dim=1)
+        g[rows[: len(yb)], yb] -= 1.0
+        g /= len(yb)
+        gw, gb = g.T @ xb, g.sum(0)
+        if config.weight_decay:
+            gw.add_(W, alpha=config.weight_decay)
+            gb.add_(b, alpha=config.weight_decay)
+        if config.momentum:
+            if buf_w is None:
+                buf_w, buf_b = gw.clone(), gb.clone()
+            else:
+                buf_w.mul_(config.momentum).add_(gw)
+                buf_b.mul_(config.momentum).add_(gb)
+            gw, gb = buf_w, buf_b
+        lr = config.lr
+        if config.lr_schedule == "cosine":  # torch's CosineAnnealingLR(T_max=iterations, eta_min=0)
+            lr = config.lr * 0.5 * (1.0 + math.cos(math.pi * (it - 1) / config.iterations))
+        W.add_(gw, alpha=-lr)
+        b.add_(gb, alpha=-lr)
+        if on_eval is not None and (it % config.eval_every == 0 or it == config.iterations):
+            on_eval(it)
 
 
 def run_linear_probe(

@@ -28,10 +28,56 @@ def pcam_file(root: Path, part: str, kind: str) -> Path:
     return Path(root) / f"camelyonpatch_level_2_split_{part}_{kind}.h5"
 
 
-def scan_pcam(root: Path) -> Scan:
-    """Check the six files (presence, gzip, readability, keys, shapes, dtypes) and list the items."""
+def _missing_hint(f: Path, root: Path) -> str:
+    """How to get a missing PCam file: gunzip the .gz that is there, or download it."""
+    gz = f.with_name(f.name + ".gz")
+    if gz.is_file() or (root / "downloads" / gz.name).is_file():
+        return (f"; {gz.name} is there (still gzipped): run `gunzip -k {gz}`, or `exaonepath-lab datasets "
+                f"fetch pcam --root {root.parent}` which checks its md5 first")
+    return (f" (download {gz.name} from doi:10.5281/zenodo.2546921 and `gunzip -k` it, or run "
+            f"`exaonepath-lab datasets fetch pcam --root {root.parent}`)")
+
+
+def _check_pcam_file(f: Path, kind: str, problems: list[str]) -> tuple[int, np.ndarray | None] | None:
+    """``(n, labels)`` of one PCam H5 (labels only for ``kind == "y"``), or None with the problem appended."""
     import h5py
 
+    y = None
+    try:
+        with h5py.File(f, "r") as h:
+            if kind not in h:
+                problems.append(f"{f} has no dataset {kind!r} (keys: {list(h.keys())})")
+                return None
+            ds = h[kind]
+            if kind == "x":
+                if tuple(ds.shape[1:]) != PCAM_SHAPE or ds.dtype != np.uint8:
+                    problems.append(f"{f}: dataset 'x' is {ds.shape} {ds.dtype}, expected (N, 96, 96, 3) uint8")
+                    return None
+            else:
+                if ds.ndim == 0 or int(np.prod(ds.shape[1:], dtype=np.int64)) != 1:
+                    problems.append(f"{f}: dataset 'y' is {ds.shape} {ds.dtype}, expected one label per "
+                                    "image, (N, 1, 1, 1) or (N,)")
+                    return None
+                raw = np.asarray(ds[()]).reshape(-1)
+                if raw.dtype.kind not in "biuf":
+                    problems.append(f"{f}: dataset 'y' has dtype {raw.dtype}, expected integer labels 0/1")
+                    return None
+                if raw.dtype.kind == "f" and not np.isin(raw, (0.0, 1.0)).all():
+                    problems.append(f"{f}: dataset 'y' holds non-integer values; expected labels 0/1")
+                    return None
+                y = raw.astype(np.int64)
+            return int(ds.shape[0]), y
+    except OSError as e:
+        with open(f, "rb") as fh:
+            gz_magic = fh.read(2) == b"\x1f\x8b"
+        problems.append(
+            f"{f} is gzip data named .h5: run `mv {f} {f}.gz && gunzip -k {f}.gz`" if gz_magic else
+            f"cannot read {f} ({e}); the file is truncated or corrupt: download it again")
+        return None
+
+
+def scan_pcam(root: Path) -> Scan:
+    """Check the six files (presence, gzip, readability, keys, shapes, dtypes) and list the items."""
     root = Path(root)
     if not root.is_dir():
         return Scan(_frame([]), [f"dataset folder not found: {root} (expected camelyonpatch_level_2_split_*.h5)"])
@@ -51,45 +97,14 @@ def scan_pcam(root: Path) -> Scan:
         for kind in ("x", "y"):
             f = pcam_file(root, part, kind)
             if not f.is_file():
-                gz = f.with_name(f.name + ".gz")
-                hint = (f"; {gz.name} is there (still gzipped): run `gunzip -k {gz}`, or `exaonepath-lab datasets "
-                        f"fetch pcam --root {root.parent}` which checks its md5 first" if gz.is_file() or
-                        (root / "downloads" / gz.name).is_file() else
-                        f" (download {gz.name} from doi:10.5281/zenodo.2546921 and `gunzip -k` it, or run "
-                        f"`exaonepath-lab datasets fetch pcam --root {root.parent}`)")
-                scan.problems.append(f"missing {f}{hint}")
+                scan.problems.append(f"missing {f}{_missing_hint(f, root)}")
                 continue
-            try:
-                with h5py.File(f, "r") as h:
-                    if kind not in h:
-                        scan.problems.append(f"{f} has no dataset {kind!r} (keys: {list(h.keys())})")
-                        continue
-                    ds = h[kind]
-                    if kind == "x":
-                        if tuple(ds.shape[1:]) != PCAM_SHAPE or ds.dtype != np.uint8:
-                            scan.problems.append(f"{f}: dataset 'x' is {ds.shape} {ds.dtype}, expected (N, 96, 96, 3) uint8")
-                            continue
-                    else:
-                        if ds.ndim == 0 or int(np.prod(ds.shape[1:], dtype=np.int64)) != 1:
-                            scan.problems.append(f"{f}: dataset 'y' is {ds.shape} {ds.dtype}, expected one label per "
-                                                 "image, (N, 1, 1, 1) or (N,)")
-                            continue
-                        raw = np.asarray(ds[()]).reshape(-1)
-                        if raw.dtype.kind not in "biuf":
-                            scan.problems.append(f"{f}: dataset 'y' has dtype {raw.dtype}, expected integer labels 0/1")
-                            continue
-                        if raw.dtype.kind == "f" and not np.isin(raw, (0.0, 1.0)).all():
-                            scan.problems.append(f"{f}: dataset 'y' holds non-integer values; expected labels 0/1")
-                            continue
-                        y = raw.astype(np.int64)
-                    n[kind] = ds.shape[0]
-            except OSError as e:
-                with open(f, "rb") as fh:
-                    gz_magic = fh.read(2) == b"\x1f\x8b"
-                scan.problems.append(
-                    f"{f} is gzip data named .h5: run `mv {f} {f}.gz && gunzip -k {f}.gz`" if gz_magic else
-                    f"cannot read {f} ({e}); the file is truncated or corrupt: download it again")
+            got = _check_pcam_file(f, kind, scan.problems)
+            if got is None:
                 continue
+            n[kind], labels = got
+            if labels is not None:
+                y = labels
         if "x" in n and "y" in n and n["x"] != n["y"]:
             scan.problems.append(f"{part}: x has {n['x']} images but y has {n['y']} labels")
             continue

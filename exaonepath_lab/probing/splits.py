@@ -101,7 +101,7 @@ def group_split_labels(keys: np.ndarray, groups: np.ndarray, labels: np.ndarray,
     return np.array([lut[g] for g in groups])
 
 
-def split_file_path(split_dir: Path, dataset: str, seed: int, val_fraction: float,
+def split_file_path(split_dir: Path, dataset: str, *, seed: int, val_fraction: float,
                     test_fraction: float | None = None) -> Path:
     tail = "" if test_fraction is None else f"_test{test_fraction:g}"
     return Path(split_dir) / f"{dataset}_split_seed{seed}_val{val_fraction:g}{tail}.csv"

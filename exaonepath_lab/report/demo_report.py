@@ -10,23 +10,18 @@ from __future__ import annotations
 import html
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 
+from ..analysis import summary
+from ..analysis.summary import FIGURE2_PANELS
 from .html import HtmlReport, write_plotlyjs
 
-CLEAR_MARGIN = 0.05
-"""k-NN balanced-accuracy margin over the random-init twin that counts as "clearly learned" (the
-same bar as tests/test_dino_learning.py); smaller margins are within the k-NN's noise here."""
-
-PURITY = "knn_slide_purity"
-
-
-def _twin(names: Any, input_label: str) -> str | None:
-    """The random-init reference row seeing ``input_label`` ("raw" / "macenko") input, if any."""
-    return next((n for n in names if n.startswith("random-init") and n.endswith(f"({input_label})")), None)
+#: Kept for callers of the old names; the reading itself lives in the analysis layer.
+CLEAR_MARGIN = summary.CLEAR_MARGIN
+PURITY = summary.PURITY
 
 
 def _iframe(report: HtmlReport, sec: Any, path: str | Path, out: Path, height: int = 560) -> None:
@@ -50,114 +45,44 @@ def _uniform_note(run_dir: Path) -> str:
     return f" (a uniform, collapsed output would sit at ln({out_dim}) = {math.log(out_dim):.2f})" if out_dim else ""
 
 
-def _fmt_ci(r: pd.Series) -> str:
-    return f"{r['value']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
+TOY_CAVEAT = ("What this toy run does not show: it uses a synthetic cohort of 10 slides, a 4-block ViT trained for "
+              "about a thousand steps on 2 CPU cores, and small crops; it demonstrates the measurement and the direction "
+              "of the effect, not the size of the effect for a ViT-B/16 trained on 285M real patches.")
 
 
-def metrics_table(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Wide table: one row per feature set, 'value [ci]' per metric, plus the chance row."""
-    short = {"knn_slide_purity": "k-NN slide purity ↓", "ilisi": "iLISI ↑", "slide_silhouette": "slide silhouette ↓",
-             "slide_probe_bacc": "slide-ID probe bacc ↓", "robustness_index": "robustness index ↑"}
-    rows = []
-    for name, g in metrics.groupby("features", sort=False):
-        row = {"features": name}
-        for _, r in g.iterrows():
-            row[short.get(r["metric"], r["metric"])] = _fmt_ci(r)
-        rows.append(row)
-    chance = {"features": "chance level"}
-    for m, g in metrics.groupby("metric", sort=False):
-        chance[short.get(m, m)] = f"{g['chance'].iloc[0]:.2f}"
-    rows.append(chance)
-    return pd.DataFrame(rows)
+def reading(metrics: pd.DataFrame, differences: pd.DataFrame, knn: pd.DataFrame | None = None) -> list[tuple[str, str]]:
+    """The demo's plain-words reading: :func:`exaonepath_lab.analysis.collapse_reading` on its three panels,
+    from the paired differences, plus what a toy run cannot show."""
+    return summary.collapse_reading(metrics, differences, knn=knn, panels=FIGURE2_PANELS) + [(TOY_CAVEAT, "note")]
 
 
-def reading(metrics: pd.DataFrame, knn: pd.DataFrame, panel_names: tuple[str, str, str]) -> list[tuple[str, str]]:
-    """Plain-words reading of slide purity (a) vs (b) vs (c) and the baselines: (text, css class)."""
-    a_name, b_name, c_name = panel_names
-    pur = metrics[metrics["metric"] == PURITY].set_index("features")
-    if not {a_name, b_name, c_name} <= set(pur.index):
-        return [("Slide-purity rows are missing from the metrics table; the reading cannot be made.", "bad")]
-    a, b, c = pur.loc[a_name], pur.loc[b_name], pur.loc[c_name]
-    out: list[tuple[str, str]] = []
-    if a["ci_low"] > c["ci_high"]:
-        out.append((f"The paper's effect is reproduced at toy scale: normalized k-NN slide purity of (a) {_fmt_ci(a)} is "
-                    f"clearly above (c) {_fmt_ci(c)} (95% bootstrap intervals over slides do not overlap).", "good"))
-    elif a["value"] > c["value"]:
-        out.append((f"Slide purity of (a) {_fmt_ci(a)} is above (c) {_fmt_ci(c)}, but the intervals overlap: "
-                    "the reduction is not clear at this sample size.", "note"))
-    else:
-        out.append((f"The effect is NOT reproduced in this run: (a) {_fmt_ci(a)} is not above (c) {_fmt_ci(c)}.", "bad"))
-    drop = a["value"] - c["value"]
-    if drop > 0:
-        share = float(np.clip((a["value"] - b["value"]) / drop, 0.0, 1.0))
-        out.append((f"Normalizing only at inference (b) {_fmt_ci(b)} already gives {100 * share:.0f}% of the reduction "
-                    f"from (a) to (c); training on normalized patches gives the remaining {100 * (1 - share):.0f}%.", ""))
-    if b["ci_low"] > c["ci_high"]:
-        out.append(("Training on normalized patches added to the reduction beyond inference-time normalization "
-                    "(b and c intervals do not overlap) — the paper's point that normalizing at inference is not enough.",
-                    "good"))
-    else:
-        out.append(("Training on normalized patches did not clearly add to what inference-time normalization gives "
-                    "(b and c intervals overlap): in this toy run most of the effect is the colour of the input.", "note"))
-    twin_raw = _twin(pur.index, "raw")
-    if twin_raw is not None:
-        r = pur.loc[twin_raw]
-        if a["ci_low"] > r["ci_high"]:
-            out.append((f"Training on raw patches made slide clustering stronger than in the untrained network of the "
-                        f"same architecture ((a) {_fmt_ci(a)} vs {_fmt_ci(r)}): the model learned slide-specific "
-                        "features — the WSI-specific feature collapse the paper describes, produced by training.",
-                        "good"))
-        elif a["value"] <= r["value"]:
-            out.append((f"(a) {_fmt_ci(a)} is not above the untrained network on the same raw input ({_fmt_ci(r)}): "
-                        "here the slide clustering of (a) is the input colour's, not something training added.",
-                        "note"))
-    refs = [n for n in pur.index if n.startswith("colour stats") or n.startswith("random-init")]
-    if refs:
-        txt = "; ".join(f"{n}: {_fmt_ci(pur.loc[n])}" for n in refs)
-        out.append(("Reference rows on the same patches — how much slide clustering is already in the input colour "
-                    f"(colour statistics) or in an untrained network of the same architecture: {txt}. Where a trained "
-                    "panel sits at or below its references, its slide clustering is what the input colour carries, "
-                    "not something training added.", ""))
-    if len(knn):
-        k = knn.set_index("features")["tissue_knn_bacc"]
-        parts = [f"{n}: {v:.2f}" for n, v in k.items()]
-        # Each trained panel against the random-init twin that sees the same input (raw / macenko).
-        pairs = [(n, float(k[n]), float(k[t])) for n, t in ((a_name, _twin(k.index, "raw")),
-                                                             (c_name, _twin(k.index, "macenko")))
-                 if n in k and t is not None]
-        margins = [t - r for _, t, r in pairs]
-        clear = len(pairs) == 2 and min(margins) >= CLEAR_MARGIN
-        some = len(pairs) == 2 and min(margins) > 0
-        detail = "; ".join(f"{n}: {t:.2f} vs twin {r:.2f} ({t - r:+.2f})" for n, t, r in pairs)
-        if len(pairs) < 2:
-            verdict = ("The random-init twin rows for (a) and (c) are not both in the table, so whether training "
-                       "beat them cannot be said here.")
-        elif clear:
-            verdict = (f"Both trained encoders beat their random-init twin by at least {CLEAR_MARGIN:.2f} ({detail}): "
-                       "they learned tissue morphology, so the lower slide purity is not bought by a collapsed "
-                       "(uninformative) model.")
-        elif some:
-            verdict = (f"Both trained encoders beat their random-init twin, but not both by {CLEAR_MARGIN:.2f} or more "
-                       f"({detail}): within what k-NN on a few hundred patches per class can resolve.")
-        else:
-            verdict = (f"A trained encoder does NOT beat its random-init twin here ({detail}): read the purity "
-                       "numbers with care.")
-        out.append(("Tissue classes (k-NN balanced accuracy, folds never split a slide): " + "; ".join(parts) + ". "
-                    + verdict, "good" if clear else ("note" if some or len(pairs) < 2 else "bad")))
-    out.append(("What this toy run does not show: it uses a synthetic cohort of 10 slides, a 4-block ViT trained for "
-                "about a thousand steps on 2 CPU cores, and small crops; it demonstrates the measurement and the direction "
-                "of the effect, not the size of the effect for a ViT-B/16 trained on 285M real patches.", "note"))
-    return out
+def settings_table(settings: Mapping[str, Any]) -> pd.DataFrame:
+    """Settings as a two-column table (setting, value) instead of a Python dict."""
+    return pd.DataFrame({"setting": list(settings), "value": [", ".join(map(str, v)) if isinstance(v, (list, tuple))
+                                                              else str(v) for v in settings.values()]})
 
 
-def write_demo_report(out: Path, rec: dict[str, Any], cfg: Any) -> Path:
-    """Assemble ``out/index.html`` from the stage records ``rec`` (see :mod:`exaonepath_lab.demo`)."""
-    from ..demo import PANEL_A, PANEL_B, PANEL_C
+def figure2_section(r: HtmlReport, s: Any, out: Path, *, metrics: pd.DataFrame, differences: pd.DataFrame,
+                    lines: list[tuple[str, str]], paths: Mapping[str, Any]) -> None:
+    """Reading, interactive and static Figure 2, metrics table with arrows and chance row, paired differences."""
+    for text, kind in lines:
+        r.text(s, html.escape(text), kind)
+    if "html" in paths:
+        _iframe(r, s, paths["html"], out, 680)
+    if "png" in paths:
+        r.image(s, paths["png"], "Figure 2 (static)", base=out)
+    r.table(s, summary.metrics_table(metrics),
+            caption="collapse metrics, value [95% bootstrap CI over slides]; the arrow gives the direction of less "
+                    "slide clustering; n/a = cannot be computed on this input (reason below)")
+    for note in summary.metric_notes(metrics):
+        r.text(s, html.escape(note), "note")
+    if len(differences):
+        r.table(s, summary.differences_table(differences),
+                caption="paired differences a − b [95% CI]: the same resampled slides for both feature sets")
 
-    r = HtmlReport("exaonepath-lab demo: WSI-specific feature collapse and stain normalization",
-                   "EXAONEPath (LG AI Research, 2024) reproduced end to end on an embedded synthetic cohort. "
-                   f"Settings: <code>{html.escape(str(cfg.to_dict()))}</code>")
 
+def _data_sections(r: HtmlReport, out: Path, rec: dict[str, Any]) -> None:
+    """Cohort, Figure 3 (tiling), stain normalization and DINO training sections."""
     s = r.section("Cohort")
     syn = rec["synth"]
     r.text(s, f"{syn['n_slides']} synthetic whole-slide images (pyramidal TIFF, MPP {', '.join(map(str, syn['mpps']))} "
@@ -207,25 +132,31 @@ def write_demo_report(out: Path, rec: dict[str, Any], cfg: Any) -> Path:
         if curves.exists():
             r.image(s, curves, f"training curves ({label})", base=out)
 
+
+def write_demo_report(out: Path, rec: dict[str, Any], cfg: Any) -> Path:
+    """Assemble ``out/index.html`` from the stage records ``rec`` (see :mod:`exaonepath_lab.demo`)."""
+    r = HtmlReport("exaonepath-lab demo: WSI-specific feature collapse and stain normalization",
+                   "EXAONEPath (LG AI Research, 2024) reproduced end to end on an embedded synthetic cohort "
+                   "(settings at the end).")
+
+    _data_sections(r, out, rec)
+
     s = r.section("Figure 2: WSI-specific feature collapse, measured")
     col = rec["collapse"]
-    metrics = pd.read_csv(col["metrics_csv"])
+    metrics = pd.read_csv(col["metrics_csv"], keep_default_na=False, na_values=[""])
+    differences = pd.read_csv(col["differences_csv"], keep_default_na=False, na_values=[""])
     knn = pd.read_csv(Path(col["metrics_csv"]).parent / "tissue_knn.csv")
     r.text(s, "t-SNE of teacher features of the same patches, coloured by slide: (a) model trained on raw patches, raw "
               "input; (b) the same model, Macenko-normalized input; (c) model trained on Macenko-normalized patches, "
               "normalized input. Below the picture, the numbers: normalized k-NN slide purity (0 = chance mixing, 1 = "
               "every neighbour from the same slide), iLISI (1 = perfectly mixed), slide silhouette, balanced accuracy of "
-              "a linear probe that predicts the slide, and the robustness index (share of same-biology neighbours that "
-              "come from other slides), each with a 95% bootstrap interval over slides.")
-    for text, kind in reading(metrics, knn, (PANEL_A, PANEL_B, PANEL_C)):
-        r.text(s, text, kind)
-    paths = col.get("paths", {})
-    if "html" in paths:
-        _iframe(r, s, paths["html"], out, 620)
-    if "png" in paths:
-        r.image(s, paths["png"], "Figure 2 (static)", base=out)
-    r.table(s, metrics_table(metrics), caption="collapse metrics [95% CI]; ↓ lower means less slide clustering")
-    r.table(s, knn, caption="tissue-class k-NN balanced accuracy (leave-slides-out folds)")
+              "a linear probe that predicts the slide, and the SO share (share of same-class neighbour pairs that come "
+              "from other slides; a slide-level variant, not PathoROB's robustness index, which uses medical centres), "
+              "each with a 95% bootstrap interval over slides. Comparisons between panels use paired differences "
+              "(the same resampled slides for both panels).")
+    figure2_section(r, s, out, metrics=metrics, differences=differences, lines=reading(metrics, differences, knn),
+                    paths=col.get("paths", {}))
+    r.table(s, knn, caption="tissue-class k-NN balanced accuracy (DINO's weighted vote, leave-slides-out folds)")
 
     s = r.section("Linear probe on the synthetic tissue task")
     pr = rec["probe"]
@@ -249,7 +180,8 @@ def write_demo_report(out: Path, rec: dict[str, Any], cfg: Any) -> Path:
     _iframe(r, s, Path(tb["figure1_png"]).with_suffix(".html"), out, 520)
     r.image(s, tb["figure1_png"], "Figure 1 (static)", base=out)
 
-    s = r.section("Run")
+    s = r.section("Settings and run")
+    r.table(s, settings_table(cfg.to_dict()), caption="demo settings")
     times = {k: v.get("seconds") for k, v in rec.items() if isinstance(v, dict)}
     r.table(s, pd.DataFrame({"stage": list(times), "seconds (last run)": [float(v) if v is not None else np.nan for v in times.values()]}),
             floatfmt="{:.0f}")

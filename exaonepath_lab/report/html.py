@@ -73,7 +73,7 @@ class HtmlReport:
         body = html_text if html_text.lstrip().startswith("<") else f"<p>{html_text}</p>"
         sec.blocks.append(f'<div class="{kind}">{body}</div>' if kind else body)
 
-    def table(self, sec: Section, df: pd.DataFrame, caption: str = "", floatfmt: str = "{:.3f}") -> None:
+    def table(self, sec: Section, df: pd.DataFrame, *, caption: str = "", floatfmt: str = "{:.3f}") -> None:
         fmt = {c: (lambda v, f=floatfmt: "" if pd.isna(v) else f.format(v)) for c in df.columns if pd.api.types.is_float_dtype(df[c])}
         tab = df.to_html(index=False, escape=True, formatters=fmt, na_rep="–", border=0)
         cap = f"<p><em>{html.escape(caption)}</em></p>" if caption else ""

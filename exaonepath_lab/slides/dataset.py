@@ -90,7 +90,7 @@ class SlidePatchDataset(ItemDataset):
         self._slides = {}
 
     # -- reading ---------------------------------------------------------------------
-    def read_patch(self, slide_path: str, x: int, y: int, patch_size: int, *, slide_id: str = "",
+    def read_patch(self, slide_path: str, x: int, y: int, *, patch_size: int, slide_id: str = "",
                    mpp: float = float("nan")) -> np.ndarray:
         """RGB uint8 (s, s, 3) of the level-0 square at (x, y) of side ``patch_size``;
         s = ``patch_size``, or ``out_px`` when set."""
@@ -114,7 +114,7 @@ class SlidePatchDataset(ItemDataset):
 
     def load_image(self, i: int) -> np.ndarray:
         r = self.meta.iloc[i]
-        return self.read_patch(r["slide_path"], int(r["x"]), int(r["y"]), int(r["patch_size"]),
+        return self.read_patch(r["slide_path"], int(r["x"]), int(r["y"]), patch_size=int(r["patch_size"]),
                                slide_id=str(r["slide_id"]), mpp=float(r["mpp"]))
 
 
@@ -165,6 +165,46 @@ class PatchListDataset(SlidePatchDataset):
         self._init_reader(out_px, transform, mpp_overrides)
 
 
+def _read_tiling_manifest(man_path: Path, slide_ids: Sequence[str] | None) -> pd.DataFrame:
+    """The rows of a tiling ``manifest.csv`` (restricted to ``slide_ids``), with errors that name the fix."""
+    if not man_path.exists():
+        raise FileNotFoundError(f"tiling manifest not found: {man_path}. Run `exaonepath-lab tile SLIDES --out "
+                                f"{man_path.parent}` first (or merge shard manifests).")
+    man = pd.read_csv(man_path, dtype={"slide_id": str}, keep_default_na=False)
+    need = {"slide_id", "path", "status"}
+    if not need <= set(man.columns):
+        raise ValueError(f"{man_path} lacks columns {sorted(need - set(man.columns))}; is it a tiling manifest?")
+    if slide_ids is not None:
+        unknown = sorted(set(slide_ids) - set(man["slide_id"]))
+        if unknown:
+            raise ValueError(f"slide_ids {unknown} are not in {man_path} (has {man['slide_id'].tolist()})")
+        man = man[man["slide_id"].isin(list(slide_ids))]
+    return man
+
+
+def _read_patch_file(h5: Path, slide_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """``coords`` (N, 2) int64, ``labels`` (N,) int64 (-1 when absent), ``tissue_fraction`` (N,) float32, attrs."""
+    import h5py
+
+    try:
+        with h5py.File(h5, "r") as f:
+            coords = np.asarray(f["coords"][()], dtype=np.int64)
+            n = len(coords)
+            labels = np.asarray(f["labels"][()], np.int64) if "labels" in f else np.full(n, -1, np.int64)
+            frac = np.asarray(f["tissue_fraction"][()], np.float32) if "tissue_fraction" in f else np.full(n, np.nan, np.float32)
+            attrs = dict(f.attrs)
+            if "patch_size" not in attrs:
+                attrs.update(dict(f["coords"].attrs))
+    except (OSError, KeyError) as e:
+        raise ValueError(f"cannot read patch file {h5} of slide {slide_id}: {e}. Rerun the tiling.") from e
+    if coords.ndim != 2 or coords.shape[1] != 2 or labels.shape != (n,) or frac.shape != (n,):
+        raise ValueError(f"{h5}: coords {coords.shape}, labels {labels.shape}, tissue_fraction {frac.shape} "
+                         "disagree; rerun the tiling")
+    if "patch_size" not in attrs:
+        raise ValueError(f"{h5} has no `patch_size` attribute; it is not a tiling output of this kit")
+    return coords, labels, frac, attrs
+
+
 class TiledPatchDataset(SlidePatchDataset):
     """The patches of a tiling run in ``tile_dir`` (``manifest.csv`` + ``patches/<id>.h5``).
 
@@ -187,22 +227,9 @@ class TiledPatchDataset(SlidePatchDataset):
         seed: int = 0,
         class_names: Sequence[str] = CLASS_NAMES,
     ) -> None:
-        import h5py
-
         self.tile_dir = Path(tile_dir)
         man_path = self.tile_dir / "manifest.csv"
-        if not man_path.exists():
-            raise FileNotFoundError(f"tiling manifest not found: {man_path}. Run `exaonepath-lab tile SLIDES --out "
-                                    f"{self.tile_dir}` first (or merge shard manifests).")
-        man = pd.read_csv(man_path, dtype={"slide_id": str}, keep_default_na=False)
-        need = {"slide_id", "path", "status"}
-        if not need <= set(man.columns):
-            raise ValueError(f"{man_path} lacks columns {sorted(need - set(man.columns))}; is it a tiling manifest?")
-        if slide_ids is not None:
-            unknown = sorted(set(slide_ids) - set(man["slide_id"]))
-            if unknown:
-                raise ValueError(f"slide_ids {unknown} are not in {man_path} (has {man['slide_id'].tolist()})")
-            man = man[man["slide_id"].isin(list(slide_ids))]
+        man = _read_tiling_manifest(man_path, slide_ids)
         usable = man["status"].isin(USABLE_STATUSES)
         self.excluded = man.loc[~usable, ["slide_id", "status", "error"]].reset_index(drop=True)
         if len(self.excluded):
@@ -218,22 +245,8 @@ class TiledPatchDataset(SlidePatchDataset):
             if not h5.exists():
                 raise FileNotFoundError(f"patch file of slide {r.slide_id} not found: {h5} (listed as {r.status} in "
                                         f"{man_path}); rerun the tiling, which rebuilds missing files")
-            try:
-                with h5py.File(h5, "r") as f:
-                    coords = np.asarray(f["coords"][()], dtype=np.int64)
-                    n = len(coords)
-                    labels = np.asarray(f["labels"][()], np.int64) if "labels" in f else np.full(n, -1, np.int64)
-                    frac = np.asarray(f["tissue_fraction"][()], np.float32) if "tissue_fraction" in f else np.full(n, np.nan, np.float32)
-                    attrs = dict(f.attrs)
-                    if "patch_size" not in attrs:
-                        attrs.update(dict(f["coords"].attrs))
-            except (OSError, KeyError) as e:
-                raise ValueError(f"cannot read patch file {h5} of slide {r.slide_id}: {e}. Rerun the tiling.") from e
-            if coords.ndim != 2 or coords.shape[1] != 2 or labels.shape != (n,) or frac.shape != (n,):
-                raise ValueError(f"{h5}: coords {coords.shape}, labels {labels.shape}, tissue_fraction {frac.shape} "
-                                 "disagree; rerun the tiling")
-            if "patch_size" not in attrs:
-                raise ValueError(f"{h5} has no `patch_size` attribute; it is not a tiling output of this kit")
+            coords, labels, frac, attrs = _read_patch_file(h5, r.slide_id)
+            n = len(coords)
             keep = np.arange(n)
             if max_per_slide is not None and n > max_per_slide:
                 keep = np.sort(rng.choice(n, int(max_per_slide), replace=False))

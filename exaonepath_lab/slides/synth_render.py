@@ -33,10 +33,9 @@ FINE_UM = 1.0
 CLASSMAP_CELL_UM = 8.0
 """Physical cell size of the saved class map (µm); its downsample is round(8 / mpp)."""
 
-# Render classes (class map label in brackets): tumor epithelium [1] and the stroma between
-# tumour nests [1] render differently but carry the same biological label.
+# Render classes: the class label is drawn first and the render class derived from it; tumour
+# epithelium and the stroma between tumour nests render differently but both carry label 1 (tumor).
 R_GLASS, R_TUMOR, R_STROMA, R_LYMPH, R_ADIPOSE, R_NECROSIS, R_TUMOR_STROMA = range(7)
-RENDER_TO_LABEL = np.array([0, 1, 2, 3, 4, 5, 1], dtype=np.uint8)
 
 # Per render class: base eosin (cytoplasm, collagen matrix, necrotic debris) and diffuse
 # hematoxylin (basophilic cytoplasm, nuclear dust in necrosis), OD units.
@@ -88,7 +87,7 @@ class RenderedSlide:
 
 
 # --------------------------------------------------------------------------- fields
-def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], scale_um: float, cell_um: float = FINE_UM) -> np.ndarray:
+def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], scale_um: float, *, cell_um: float = FINE_UM) -> np.ndarray:
     """Gaussian random field of unit std on a grid of ``shape`` cells of ``cell_um`` µm,
     correlation length ≈ ``scale_um``. float32 (h, w)."""
     import cv2
@@ -131,8 +130,8 @@ def _tissue_mask(rng: np.random.Generator, shape: tuple[int, int], coverage: flo
         u = (dx * np.cos(a) + dy * np.sin(a)) / rx
         v = (-dx * np.sin(a) + dy * np.cos(a)) / ry
         score = np.maximum(score, 1.0 - (u * u + v * v))
-    score += (0.3 * smooth_noise(rng, (h, w), 350.0, cu) + 0.12 * smooth_noise(rng, (h, w), 70.0, cu)
-              + 0.06 * smooth_noise(rng, (h, w), 15.0, cu))
+    score += (0.3 * smooth_noise(rng, (h, w), 350.0, cell_um=cu) + 0.12 * smooth_noise(rng, (h, w), 70.0, cell_um=cu)
+              + 0.06 * smooth_noise(rng, (h, w), 15.0, cell_um=cu))
     border = np.minimum(np.minimum(yy * h, (1 - yy) * h), np.minimum(xx * w, (1 - xx) * w)) * cu
     margin = min(300.0, 0.2 * min(shape) * FINE_UM)  # small test slides keep room for tissue
     score -= 3.0 * np.clip(1.0 - border / margin, 0, 1) ** 2
@@ -292,7 +291,7 @@ def build_fine_fields(spec: SlideSpec, rng: np.random.Generator) -> dict[str, np
 
 
 # --------------------------------------------------------------------------- level-0 drawing
-def draw_nuclei(spec: SlideSpec, rng: np.random.Generator, f: dict[str, np.ndarray], layer: np.ndarray) -> dict[str, int]:
+def draw_nuclei(spec: SlideSpec, rng: np.random.Generator, f: dict[str, np.ndarray], *, layer: np.ndarray) -> dict[str, int]:
     """Draw every nucleus population into ``layer`` (H, W) uint8, value = OD × 100. Returns counts."""
     import cv2
 
@@ -331,7 +330,7 @@ def draw_nuclei(spec: SlideSpec, rng: np.random.Generator, f: dict[str, np.ndarr
     return counts
 
 
-def draw_fibres(spec: SlideSpec, rng: np.random.Generator, f: dict[str, np.ndarray], layer: np.ndarray) -> int:
+def draw_fibres(spec: SlideSpec, rng: np.random.Generator, f: dict[str, np.ndarray], *, layer: np.ndarray) -> int:
     """Draw wavy collagen fibres (polylines along the orientation field) into ``layer`` (H, W) uint8."""
     import cv2
 
@@ -462,32 +461,56 @@ def render_slide(spec: SlideSpec, *, strip_px: int = 256) -> RenderedSlide:
     Memory: about 6 bytes per level-0 pixel plus the fine-grid fields (≈ 0.6 GB for a
     2.3 mm slide at 0.25 MPP).
     """
-    import cv2
-
     rng = np.random.default_rng(spec.seed)
-    acq = spec.acquisition
     W, H = spec.width_px, spec.height_px
+    # The order of the draws from ``rng`` is part of the slide's identity: keep it.
     f = build_fine_fields(spec, rng)
     nuc = np.zeros((H, W), dtype=np.uint8)
-    counts = draw_nuclei(spec, rng, f, nuc)
+    counts = draw_nuclei(spec, rng, f, layer=nuc)
     fib = np.zeros((H, W), dtype=np.uint8)
-    counts["fibres"] = draw_fibres(spec, rng, f, fib)
+    counts["fibres"] = draw_fibres(spec, rng, f, layer=fib)
+    tex = _tiled_textures(spec, rng)
+    up = _Upsampler(spec.mpp, W, strip_px)
+    rgb = _stain_strips(spec, f, nuc, fib, tex, up)
+    _scan(rgb, spec, tex["noise"], up.strip_px)
+    classmap, ds = _classmap(f["label"], spec)
+    tissue_cells = classmap > 0
+    fr = np.bincount(classmap[tissue_cells], minlength=len(CLASS_NAMES)) / max(int(tissue_cells.sum()), 1)
+    stats = {
+        "nuclei": counts,
+        "tissue_fraction": float(tissue_cells.mean()),
+        "class_fractions": {CLASS_NAMES[k]: float(fr[k]) for k in range(1, len(CLASS_NAMES))},
+    }
+    return RenderedSlide(spec=spec, rgb=rgb, classmap=np.ascontiguousarray(classmap), classmap_downsample=ds, stats=stats)
 
-    # Fine textures (chromatin/cytoplasm granularity, sensor noise), tiled: a per-pixel RNG draw
-    # for 10^8 pixels would dominate the run time. Periods are primes so tiles never align.
+
+def _tiled_textures(spec: SlideSpec, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Fine textures (chromatin/cytoplasm granularity, sensor noise), tiled over the slide's columns.
+
+    A per-pixel RNG draw for 10^8 pixels would dominate the run time. Periods are primes so
+    tiles never align. Returns ``g_nuc``, ``g_eos`` (float32 rows × W) and ``noise`` (int16 rows × W × 3).
+    """
+    import cv2
+
     grain = cv2.GaussianBlur(rng.standard_normal((509, 1021)).astype(np.float32), (0, 0), max(0.35 / spec.mpp, 0.5))
     grain /= grain.std()
-    xs = np.arange(W)
+    xs = np.arange(spec.width_px)
     # Factors used as is per pixel: nuclear chromatin (×0.01: layer is OD×100) and eosin granularity.
     g_nuc = np.ascontiguousarray((0.01 * (1.0 + 0.3 * grain))[:, xs % grain.shape[1]])
     g_eos = np.ascontiguousarray((1.0 + 0.18 * np.roll(grain, (101, 307), (0, 1)))[:, xs % grain.shape[1]])
-    noise = np.round(rng.normal(0, acq.noise_sigma, (503, 1019, 3))).astype(np.int16)
-    noise_cols = np.ascontiguousarray(noise[:, xs % noise.shape[1]])
-    table = stain_table(acq)
+    noise = np.round(rng.normal(0, spec.acquisition.noise_sigma, (503, 1019, 3))).astype(np.int16)
+    return {"g_nuc": g_nuc, "g_eos": g_eos, "noise": np.ascontiguousarray(noise[:, xs % noise.shape[1]])}
+
+
+def _stain_strips(spec: SlideSpec, f: dict[str, np.ndarray], nuc: np.ndarray, fib: np.ndarray,
+                  tex: dict[str, np.ndarray], up: "_Upsampler") -> np.ndarray:
+    """Hematoxylin and eosin amounts per pixel, strip by strip, looked up into transmitted RGB (H, W, 3) uint8."""
+    W, H = spec.width_px, spec.height_px
+    g_nuc, g_eos = tex["g_nuc"], tex["g_eos"]
+    table = stain_table(spec.acquisition)
     ink_vec = np.asarray(PEN_INKS[spec.pen_mark], np.float32) if spec.pen_mark else None
     stack = f["stack"]
     stack[..., 3] *= 0.01  # fibre layer is OD × 100
-    up = _Upsampler(spec.mpp, W, strip_px)
     rgb = np.empty((H, W, 3), dtype=np.uint8)
     # Strip buffers reused across strips: fresh 10-MB temporaries per strip cost more in page
     # faults than in arithmetic.
@@ -515,13 +538,20 @@ def render_slide(spec: SlideSpec, *, strip_px: int = 256) -> RenderedSlide:
             ink = up(f["ink"], y0, y1)
             if ink.max() > 1e-3:  # Beer–Lambert is multiplicative: ink attenuates what the stains let through
                 rgb[y0:y1] = np.clip(rgb[y0:y1] * np.exp(-ink[..., None] * ink_vec) + 0.5, 0, 255).astype(np.uint8)
+    return rgb
 
-    # Scanner: optics blur the transmitted light; the sensor adds noise; the tone curve comes last.
+
+def _scan(rgb: np.ndarray, spec: SlideSpec, noise_cols: np.ndarray, hs: int) -> None:
+    """The scanner, in place: optics blur the transmitted light; the sensor adds noise; the tone curve comes last."""
+    import cv2
+
+    acq = spec.acquisition
+    H = rgb.shape[0]
     sigma_px = acq.blur_sigma_um / spec.mpp
     if sigma_px > 0.05:
         cv2.GaussianBlur(rgb, (0, 0), sigma_px, dst=rgb)
     lut = np.clip(255.0 * (np.arange(256) / 255.0) ** (1.0 / acq.gamma) + 0.5, 0, 255).astype(np.uint8)
-    b_s = np.empty((hs, W, 3), np.int16)
+    b_s = np.empty((hs, rgb.shape[1], 3), np.int16)
     for y0 in range(0, H, hs):
         y1 = min(H, y0 + hs)
         sn = b_s[: y1 - y0]
@@ -531,19 +561,14 @@ def render_slide(spec: SlideSpec, *, strip_px: int = 256) -> RenderedSlide:
         np.copyto(out, sn, casting="unsafe")
         cv2.LUT(out, lut, dst=out)
 
+
+def _classmap(label: np.ndarray, spec: SlideSpec) -> tuple[np.ndarray, int]:
+    """Class index per ``CLASSMAP_CELL_UM`` cell, sampled from the fine label grid, and its downsample vs level 0."""
+    W, H = spec.width_px, spec.height_px
     ds = max(1, int(round(CLASSMAP_CELL_UM / spec.mpp)))
     cy = ((np.arange(int(math.ceil(H / ds))) + 0.5) * ds * spec.mpp / FINE_UM).astype(np.int64)
     cx = ((np.arange(int(math.ceil(W / ds))) + 0.5) * ds * spec.mpp / FINE_UM).astype(np.int64)
-    lab = f["label"]
-    classmap = lab[np.clip(cy, 0, lab.shape[0] - 1)][:, np.clip(cx, 0, lab.shape[1] - 1)]
-    tissue_cells = classmap > 0
-    fr = np.bincount(classmap[tissue_cells], minlength=len(CLASS_NAMES)) / max(int(tissue_cells.sum()), 1)
-    stats = {
-        "nuclei": counts,
-        "tissue_fraction": float(tissue_cells.mean()),
-        "class_fractions": {CLASS_NAMES[k]: float(fr[k]) for k in range(1, len(CLASS_NAMES))},
-    }
-    return RenderedSlide(spec=spec, rgb=rgb, classmap=np.ascontiguousarray(classmap), classmap_downsample=ds, stats=stats)
+    return label[np.clip(cy, 0, label.shape[0] - 1)][:, np.clip(cx, 0, label.shape[1] - 1)], ds
 
 
 def estimate_tissue_patches(classmap: np.ndarray, downsample: int, mpp: float, *, patch_um: float = 128.0, min_tissue: float = 0.5) -> int:

@@ -183,12 +183,6 @@ def _in_box(v: np.ndarray, box: tuple[tuple[float, float], ...]) -> bool:
     return all(lo <= x <= hi for x, (lo, hi) in zip(v, box))
 
 
-def perturb_vector(rng: np.random.Generator, v: tuple[float, ...], sigma: float) -> tuple[float, float, float]:
-    """A unit OD vector near ``v``: Gaussian jitter of each component (σ ``sigma``), renormalized."""
-    u = _unit(np.asarray(v) + rng.normal(0.0, sigma, 3))
-    return tuple(float(x) for x in u)  # type: ignore[return-value]
-
-
 def sample_acquisition(rng: np.random.Generator, *, site: str = "", strength: float = 1.0) -> Acquisition:
     """Draw one lab's staining + scanner. ``strength`` scales every deviation from the reference.
 

@@ -82,7 +82,7 @@ class Slide:
     Not picklable on purpose: worker processes reopen the slide by path.
     """
 
-    def __init__(self, handle: Any, path: Path, mpp: float, mpp_source: str) -> None:
+    def __init__(self, handle: Any, path: Path, *, mpp: float, mpp_source: str) -> None:
         self._h = handle
         self.path = path
         self.slide_id = path.stem
@@ -200,7 +200,7 @@ def open_slide(
         except Exception as e:  # OpenSlideError: a recognised but damaged file
             raise SlideReadError(f"cannot open slide {p}: {e}. The file is probably truncated or corrupt.") from e
     if mpp_override is not None:
-        return Slide(handle, p, float(mpp_override), "override")
+        return Slide(handle, p, mpp=float(mpp_override), mpp_source="override")
     mpp, source = _mpp_from_properties(handle.properties)
     if mpp is None:
         handle.close()
@@ -209,4 +209,4 @@ def open_slide(
             "mpp_override=<µm/px> (CLI: --mpp-override, or an `mpp` column in the manifest), "
             "e.g. 0.25 for a 40x scan or 0.5 for 20x."
         )
-    return Slide(handle, p, mpp, source)
+    return Slide(handle, p, mpp=mpp, mpp_source=source)

@@ -5,16 +5,18 @@ Macenko normalization before every view is the paper's whole intervention
 explicit failure policy (:mod:`.policy`) instead of exceptions or silently dropped
 samples.
 
+- :class:`StainConfig` – the frozen config of a stain job (``exaonepath-lab normalize``)
 - :class:`MacenkoNormalizer` – ``normalize`` / ``fit_stains`` + ``apply`` (fit once, apply cheaply)
 - :class:`StainTarget`, :func:`default_target` – what images are mapped to; JSON save/load
 - :class:`StainParams`, :class:`NormalizeResult` – per-image parameters and statuses
 - :class:`ReinhardNormalizer` – Lab mean/std matching, batched
 - :class:`MacenkoStainAugment` – random perturbation of stain concentrations/vectors
-- :class:`MacenkoTransform`, :func:`eval_transform` – drop-in torchvision transforms
+- :class:`MacenkoTransform` – drop-in torchvision transform (the eval chain: ``features.extract_features``)
 """
 from __future__ import annotations
 
 from .augment import MacenkoStainAugment
+from .config import StainConfig
 from .macenko import MacenkoNormalizer
 from .policy import (
     POLICIES,
@@ -25,9 +27,10 @@ from .policy import (
 from .reinhard import ReinhardNormalizer
 from .results import NormalizeResult, StainParams
 from .target import StainTarget, default_target
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, MacenkoTransform, eval_transform
+from .transforms import MacenkoTransform
 
 __all__ = [
+    "StainConfig",
     "MacenkoNormalizer",
     "StainTarget",
     "StainParams",
@@ -36,10 +39,6 @@ __all__ = [
     "ReinhardNormalizer",
     "MacenkoStainAugment",
     "MacenkoTransform",
-    "EvalTransform",
-    "eval_transform",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "StainNormalizationError",
     "StainNormalizationWarning",
     "POLICIES",

@@ -121,12 +121,34 @@ def estimate_stains(
     ``n_tissue`` (N,) int64, ``code`` (N,) int64 status code. Rows whose code is not
     OK hold finite placeholder values (the identity geometry) that callers must not use.
     """
-    n_img, p, _ = od.shape
+    p = od.shape[1]
     mask = (od >= beta).all(dim=-1)  # == torchstain's ~any(OD < beta)
     n = mask.sum(dim=1)
     need = max(int(min_tissue_pixels), math.ceil(float(min_tissue_fraction) * p), 2)
     code = torch.where(n < need, TOO_FEW_CODE, OK_CODE).to(torch.int64)
+    plane, code = _principal_plane(od, mask, n, code)
+    he = _extreme_angle_vectors(od, mask, plane, alpha)
+    del mask
+    code = torch.where((code == OK_CODE) & _parallel(he, min_stain_angle_deg), DEGENERATE_CODE, code)
+    pinv = stain_pinv(he)  # (N, 2, 3)
+    conc = od @ pinv.transpose(1, 2)  # (N, P, 2)
+    max_conc = _percentile_99(conc)
+    code = torch.where((code == OK_CODE) & ~(max_conc > MIN_MAX_CONC).all(dim=1), DEGENERATE_CODE, code)
+    finite = torch.isfinite(he).all(dim=(1, 2)) & torch.isfinite(max_conc).all(dim=1)
+    code = torch.where((code == OK_CODE) & ~finite, NONFINITE_CODE, code)
+    return {
+        "stain_matrix": he,
+        "max_conc": max_conc,
+        "pinv": pinv,
+        "conc": conc,
+        "n_tissue": n.to(torch.int64),
+        "code": code,
+    }
 
+
+def _principal_plane(od: torch.Tensor, mask: torch.Tensor, n: torch.Tensor,
+                     code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 3, 2) plane of the two largest eigenvectors of the tissue-OD covariance, and updated codes."""
     # Masked mean and covariance (unbiased, like torchstain's cov) of the tissue ODs.
     w = mask.unsqueeze(-1).to(od.dtype)
     nf = n.clamp_min(2).to(od.dtype)
@@ -139,13 +161,16 @@ def estimate_stains(
     cov = torch.where(usable.view(-1, 1, 1), cov, eye)  # eigh must never see NaN
     evals, evecs = torch.linalg.eigh(cov)  # ascending eigenvalues
     code = torch.where((code == OK_CODE) & (evals[:, 2] <= MIN_EIGENVALUE), DEGENERATE_CODE, code)
-    plane = _fixed_sign(evecs[:, :, 1:3])  # (N, 3, 2): second largest, largest
+    return _fixed_sign(evecs[:, :, 1:3]), code  # (N, 3, 2): second largest, largest
 
+
+def _extreme_angle_vectors(od: torch.Tensor, mask: torch.Tensor, plane: torch.Tensor, alpha: float) -> torch.Tensor:
+    """(N, 3, 2) stain matrix [hematoxylin, eosin]: the directions at the alpha / 100 − alpha angle percentiles."""
     proj = od @ plane  # (N, P, 2)
     phi = torch.atan2(proj[..., 1], proj[..., 0])
     del proj
     min_phi, max_phi, _ = masked_percentiles(phi, mask, alpha, 100 - alpha)
-    del phi, mask
+    del phi
     min_phi = torch.nan_to_num(min_phi, nan=0.0, posinf=0.0, neginf=0.0)
     max_phi = torch.nan_to_num(max_phi, nan=0.0, posinf=0.0, neginf=0.0)
     v_min = (plane @ torch.stack((torch.cos(min_phi), torch.sin(min_phi)), dim=1).unsqueeze(-1)).squeeze(-1)
@@ -154,33 +179,25 @@ def estimate_stains(
     h_first = (v_min[:, 0] > v_max[:, 0]).view(-1, 1)
     h = torch.where(h_first, v_min, v_max)
     e = torch.where(h_first, v_max, v_min)
-    he = torch.stack((h, e), dim=2)  # (N, 3, 2)
+    return torch.stack((h, e), dim=2)  # (N, 3, 2)
 
-    # Stain vectors closer than min_stain_angle cannot be separated (single colour, one stain).
+
+def _parallel(he: torch.Tensor, min_stain_angle_deg: float) -> torch.Tensor:
+    """(N,) bool: stain vectors closer than ``min_stain_angle_deg`` cannot be separated (one stain)."""
     g = he.transpose(1, 2) @ he
     det = g[:, 0, 0] * g[:, 1, 1] - g[:, 0, 1] * g[:, 1, 0]
     sin2_min = math.sin(math.radians(min_stain_angle_deg)) ** 2
-    parallel = ~(det > sin2_min * g[:, 0, 0] * g[:, 1, 1])
-    code = torch.where((code == OK_CODE) & parallel, DEGENERATE_CODE, code)
-    pinv = stain_pinv(he)  # (N, 2, 3)
+    return ~(det > sin2_min * g[:, 0, 0] * g[:, 1, 1])
 
-    conc = od @ pinv.transpose(1, 2)  # (N, P, 2)
-    # 99th percentile over all pixels (as torchstain): the (p−1−rank)-th largest, by topk on
-    # contiguous rows, which is much faster than kthvalue along a strided dim (CPU and CUDA).
+
+def _percentile_99(conc: torch.Tensor) -> torch.Tensor:
+    """(N, 2) 99th percentile over all pixels of (N, P, 2) concentrations (as torchstain)."""
+    # The (p−1−rank)-th largest, by topk on contiguous rows, which is much faster than kthvalue
+    # along a strided dim (CPU and CUDA).
+    p = conc.shape[1]
     from_top = p - 1 - int(nearest_rank(torch.tensor([p]), 99).item())
     rows = conc.transpose(1, 2).contiguous()  # (N, 2, P)
-    max_conc = torch.topk(rows, from_top + 1, dim=2, largest=True, sorted=True).values[..., from_top]
-    code = torch.where((code == OK_CODE) & ~(max_conc > MIN_MAX_CONC).all(dim=1), DEGENERATE_CODE, code)
-    finite = torch.isfinite(he).all(dim=(1, 2)) & torch.isfinite(max_conc).all(dim=1)
-    code = torch.where((code == OK_CODE) & ~finite, NONFINITE_CODE, code)
-    return {
-        "stain_matrix": he,
-        "max_conc": max_conc,
-        "pinv": pinv,
-        "conc": conc,
-        "n_tissue": n.to(torch.int64),
-        "code": code,
-    }
+    return torch.topk(rows, from_top + 1, dim=2, largest=True, sorted=True).values[..., from_top]
 
 
 def stain_pinv(stain_matrix: torch.Tensor) -> torch.Tensor:

@@ -49,7 +49,7 @@ def _box_sums(values: np.ndarray, r0, r1, c0, c1) -> np.ndarray:
     return sat[r1, c1] - sat[r0, c1] - sat[r1, c0] + sat[r0, c0]
 
 
-def tissue_fraction(mask: np.ndarray, coords: np.ndarray, patch_size: int, scale: tuple[float, float]) -> np.ndarray:
+def tissue_fraction(mask: np.ndarray, coords: np.ndarray, *, patch_size: int, scale: tuple[float, float]) -> np.ndarray:
     """Share of each patch's footprint that is tissue: float32 (N,) in [0, 1].
 
     ``mask``: bool (h, w) at ``scale`` = (mask px per level-0 px in x, in y).
@@ -73,12 +73,12 @@ def tissue_patches(
     Returns ``coords`` int64 (N, 2) level-0 top-left x, y and ``fraction`` float32 (N,).
     """
     coords = grid_coords(level0_size[0], level0_size[1], patch_size)
-    frac = tissue_fraction(mask, coords, patch_size, scale)
+    frac = tissue_fraction(mask, coords, patch_size=patch_size, scale=scale)
     keep = (frac >= min_tissue) & (frac > 0)  # min_tissue=0 must still mean "touches tissue"
     return coords[keep], frac[keep]
 
 
-def majority_labels(classmap: np.ndarray, downsample: float, coords: np.ndarray, patch_size: int) -> np.ndarray:
+def majority_labels(classmap: np.ndarray, coords: np.ndarray, *, downsample: float, patch_size: int) -> np.ndarray:
     """Most frequent class of each patch's footprint in a class map: int16 (N,).
 
     ``classmap``: integer (h, w), one class index per cell of ``downsample`` level-0 px.

@@ -34,6 +34,7 @@ REQUIRED_ATTRS = (
 def write_patch_h5(
     path: str | os.PathLike,
     coords: np.ndarray,
+    *,
     tissue_fraction: np.ndarray,
     labels: np.ndarray,
     attrs: dict[str, Any],

@@ -103,7 +103,7 @@ def tile_slide(
         ps = patch_size_px(slide.mpp, target_mpp=config.target_mpp, target_px=config.target_px)
         coords, frac = tissue_patches(mask, scale, (W, H), ps, min_tissue=config.min_tissue)
         cm = find_classmap(path)
-        labels = majority_labels(cm[0], cm[1], coords, ps) if cm else np.full(len(coords), -1, np.int16)
+        labels = majority_labels(cm[0], coords, downsample=cm[1], patch_size=ps) if cm else np.full(len(coords), -1, np.int16)
         attrs = {
             "patch_size": ps, "patch_level": 0, "slide_mpp": slide.mpp, "mpp_source": slide.mpp_source,
             "target_mpp": config.target_mpp, "target_px": config.target_px,
@@ -117,7 +117,7 @@ def tile_slide(
         else:
             qc, qc_scale = thumb, scale
         save_png(out / "masks" / f"{sid}.png", mask_overlay(qc, mask, coords, ps, qc_scale))
-        write_patch_h5(h5_path, coords, frac, labels, attrs)
+        write_patch_h5(h5_path, coords, tissue_fraction=frac, labels=labels, attrs=attrs)
         mpp_used, source = slide.mpp, slide.mpp_source
     return {
         "slide_id": sid, "path": str(path), "mpp": mpp_used, "width": W, "height": H,
