@@ -1,4 +1,4 @@
-"""The demo-style offline report in a real browser (headless Chromium via playwright).
+"""The offline reports (the demo's and ``exaonepath-lab audit``'s) in a real browser (headless Chromium via playwright).
 
 What a reader meets when opening ``index.html`` from disk: no console error, no request that
 leaves the file system (plotly.js is the local copy, never a CDN), every interactive figure
@@ -47,15 +47,8 @@ def audit_report(smoke_inputs: dict, tmp_path_factory: pytest.TempPathFactory) -
     return out / "index.html"
 
 
-def _has_audit() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("exaonepath_lab.commands.audit") is not None
-
-
 #: The reports a user opens from disk, each built by its own fixture (``<name>_report``).
-#: (``audit`` joins as soon as the command is in the tree: issue 16 lands it in parallel.)
-REPORTS = ["demo", *(["audit"] if _has_audit() else [])]
+REPORTS = ["demo", "audit"]
 
 
 @pytest.fixture(params=REPORTS)
