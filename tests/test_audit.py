@@ -159,3 +159,21 @@ def test_collapse_cli_random_twin_of_a_kit_dino_checkpoint(cohort: dict[str, Pat
                            progress=False)
     assert list(twin.meta["path"]) == list(sample["path"])
     np.testing.assert_allclose(twin.features, ref.features, atol=1e-5)
+
+
+def test_image_without_tissue_patch_is_named_before_work(real_he: Path, tmp_path: Path, capsys) -> None:
+    """A whole image that yields no tissue patch at --patch-px (here: one smaller than a patch) is not
+    dropped silently: audit names it, with the fix, before any feature is computed. The tiler's flag
+    name --mpp-override (which its MissingMPPError message names) is accepted by audit too."""
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    (imgs / "tia.png").symlink_to(real_he / "stain_refs" / "tiatoolbox_target_image.png")
+    Image.open(real_he / "stain_refs" / "stardist_histo.jpg").convert("RGB").crop((0, 0, 60, 60)).save(imgs / "tiny.png")
+    rc = main(["audit", str(imgs), "--out", str(tmp_path / "o"), "--encoder", "random:vit_tiny_patch16_224",
+               "--encoder-kw", "img_size=64", "depth=1", "--patch-px", "64", "--mpp-override", "0.5", *ARGS])
+    assert rc == 1  # one usable slide: refused up front
+    err = capsys.readouterr().err
+    named = "images without a tissue patch (left out): tiny: no 64 px patch"
+    assert named in err and "smaller --patch-px" in err
+    assert err.index(named) < err.index("only 1 slide(s)")
+    assert not (tmp_path / "o" / "features").exists()

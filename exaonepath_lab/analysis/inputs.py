@@ -135,5 +135,9 @@ def open_patches(
         if out_px:
             raise ValueError("out_px applies to WSI/tiles input; image patches are used as they are")
         ds = image_dataset(src, patch_px=patch_px, class_dirs=class_dirs)
-    info["patches found"] = f"{len(ds)} of {ds.meta['slide_id'].nunique()} slides"
+        empty = [sid for part in getattr(ds, "parts", [ds]) for sid in getattr(part, "empty", [])]
+        if empty:
+            info["images without a tissue patch (left out)"] = (
+                f"{', '.join(empty)}: no {patch_px} px patch with tissue ≥ 50 %; fix: a smaller --patch-px")
+    info["patches found"] = f"{len(ds)} patches of {ds.meta['slide_id'].nunique()} slides"
     return ds, info

@@ -41,8 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--patch-px", type=int, default=224,
                    help="images: an image directly in INPUT (not in a slide sub-folder) is one slide, cut into "
                    "non-overlapping tissue patches of this many px (224)")
-    p.add_argument("--mpp", type=float,
-                   help="WSI input: µm/px for every slide instead of its metadata (slides without an MPP need it)")
+    p.add_argument("--mpp", "--mpp-override", dest="mpp", type=float,
+                   help="WSI input: µm/px for every slide instead of its metadata (slides without an MPP need it; "
+                   "for some slides only: a CSV with an `mpp` column); same as `tile --mpp-override`")
     p.add_argument("--no-resize", action="store_true",
                    help="skip the encoders' Resize->CenterCrop (small patches an encoder was built for)")
     p.add_argument("--stain-target", help="fitted Macenko target JSON for the Macenko panels (default: HERef)")
@@ -110,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
     ds, info = load_dataset(args, out)
     if not args.quiet:
         print(f"[audit] {info['patches found']} ({info['kind']} input {args.input})", file=sys.stderr)
+        for key in ("slides excluded by tiling", "images without a tissue patch (left out)"):
+            if key in info:  # said before any feature is computed
+                print(f"  {key}: {info[key]}", file=sys.stderr)
     panels: dict[str, tuple[Any, Any]] = {}
     for label, enc in encoders:
         panels[f"{label}, raw input"] = (enc, None)
