@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "M patches (slides with too few patches are dropped before any compute, and listed), extract features of "
         "every encoder on raw and Macenko-normalized input (cached in OUT/features: a rerun resumes), add the "
         "reference rows (colour statistics, random-init twin of each encoder) on the same patches, compute every "
-        "metric with a 95%% bootstrap CI over slides and the paired differences between panels, and write "
+        "metric with a 95% bootstrap CI over slides and the paired differences between panels, and write "
         "OUT/index.html (offline), OUT/figure2.html/png, OUT/metrics.csv, OUT/differences.csv, OUT/collapse.json.",
     )
     p.add_argument("input", help="folder of WSIs, CSV of WSIs (column 'path'), tiling output (manifest.csv + "
