@@ -237,3 +237,18 @@ def test_reading_splits_only_a_clear_reduction() -> None:
     assert "not clear at this sample size" in unclear and "of the reduction" not in unclear
     clear = " ".join(t for t, _ in collapse_reading(*frames(0.01), panels=("(a)", "(b)", "(c)")))
     assert "already gives 60% of the reduction" in clear
+
+
+def test_figure2_long_panel_titles_wrap_to_panel_width() -> None:
+    """Four panels named like audit's ('timm:vit_tiny_patch16_224 (tiny1), raw input'): every line of every
+    panel title fits a quarter page, so neighbouring titles do not overlap (seen in a real report)."""
+    from exaonepath_lab.analysis.figure2 import TITLE_WIDTH
+
+    x, meta = _blobs(n_per=10)
+    titles = [f"timm:vit_tiny_patch16_224 (tiny{i}), {inp} input" for i in (1, 2) for inp in ("raw", "Macenko")]
+    fig = figure2({t: x[:, :2] for t in titles}, meta, method="pca")
+    shown = [a.text for a in fig.plotly.layout.annotations if a.text.replace("<br>", " ").replace(", ", ",")
+             .replace(" ", "") in {t.replace(", ", ",").replace(" ", "") for t in titles}]
+    assert len(shown) == 4
+    assert all(len(line) <= TITLE_WIDTH for s in shown for line in s.split("<br>"))
+    assert shown[0] == "timm:vit_tiny_patch16_224<br>(tiny1),<br>raw input"
