@@ -252,3 +252,4 @@ def test_figure2_long_panel_titles_wrap_to_panel_width() -> None:
     assert len(shown) == 4
     assert all(len(line) <= TITLE_WIDTH for s in shown for line in s.split("<br>"))
     assert shown[0] == "timm:vit_tiny_patch16_224<br>(tiny1),<br>raw input"
+    assert fig.plotly.layout.margin.t >= 130  # room for three title lines under the figure's own title
