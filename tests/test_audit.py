@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -177,3 +178,18 @@ def test_image_without_tissue_patch_is_named_before_work(real_he: Path, tmp_path
     assert named in err and "smaller --patch-px" in err
     assert err.index(named) < err.index("only 1 slide(s)")
     assert not (tmp_path / "o" / "features").exists()
+
+
+def test_a_non_image_in_the_sample_is_named_before_any_feature(real_he: Path, tmp_path: Path, capsys) -> None:
+    """A file with an image suffix that is not an image, among real tiles: audit names it with the fix after
+    sampling and before the first panel's extraction (not when extraction meets it mid-way)."""
+    imgs = tmp_path / "imgs"
+    for name in ("s1", "s2"):
+        shutil.copytree(real_he / "multi_source" / "mopadi" / "TCGA-3X-AAVA-01Z-00-DX1", imgs / name)
+    (imgs / "s2" / "broken.png").write_text("not an image")
+    rc = main(["audit", str(imgs), "--out", str(tmp_path / "o"), "--encoder", "random:vit_tiny_patch16_224",
+               "--encoder-kw", "img_size=64", "depth=1", *ARGS])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert f"1 file(s) are not readable images: {imgs / 's2' / 'broken.png'}" in err and "re-export" in err
+    assert "panel 1/" not in err and not (tmp_path / "o" / "features").exists()

@@ -70,6 +70,16 @@ class _Concat:
         item["index"] = int(i)
         return item
 
+    def check_readable(self, indices: Any) -> None:
+        """Each part's ``check_readable`` (where it has one) on its share of ``indices``."""
+        import numpy as np
+
+        idx = np.asarray(indices, dtype=int)
+        for j, part in enumerate(self.parts):
+            mine = idx[(idx >= self.offsets[j]) & (idx < self.offsets[j + 1])] - self.offsets[j]
+            if hasattr(part, "check_readable") and len(mine):
+                part.check_readable(mine)
+
 
 def image_dataset(root: Path, *, patch_px: int = 224, class_dirs: bool = False) -> Any:
     """Patches of an image folder: images in sub-folders are patches of the slide named by their folder
