@@ -118,3 +118,18 @@ def test_cli_unknown_encoder_and_mismatched_checkpoint_are_one_readable_error(tm
     msg = str(ei.value)
     assert str(ckpt) in msg and "shape mismatch (30): " in msg and "... and 22 more" in msg
     assert len(msg) < 2000 and msg.rstrip().endswith("the weights were trained with.")
+
+
+def test_extract_names_a_non_image_before_loading_the_encoder(tmp_path, capsys) -> None:
+    """`extract --images` opens every file's header first: a non-image is named with the fix before the
+    encoder is built or any feature computed (kit-dino without a checkpoint would fail later otherwise)."""
+    from PIL import Image
+
+    from exaonepath_lab.cli import main
+
+    (tmp_path / "s1").mkdir()
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(tmp_path / "s1" / "a.png")
+    (tmp_path / "s1" / "b.png").write_text("not an image")
+    assert main(["extract", "--encoder", "kit-dino", "--images", str(tmp_path), "--out", str(tmp_path / "f.h5")]) == 1
+    err = capsys.readouterr().err
+    assert f"1 file(s) are not readable images: {tmp_path / 's1' / 'b.png'}" in err and "needs checkpoint" not in err
