@@ -277,8 +277,7 @@ def collapse_report(
                        seed=seed)
     _check_color_by(dataset.meta, color_by)
     _say(plan.describe(), progress)
-    if hasattr(dataset, "check_readable"):  # image files: a non-image is named now, not mid-extraction
-        dataset.check_readable(plan.indices)
+    getattr(dataset, "check_readable", lambda _: None)(plan.indices)  # a non-image: named now, not mid-extraction
     out.mkdir(parents=True, exist_ok=True)
     sub = SubsetDataset(dataset, plan.indices)
     feats: dict[str, Any] = {}
