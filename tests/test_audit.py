@@ -193,3 +193,15 @@ def test_a_non_image_in_the_sample_is_named_before_any_feature(real_he: Path, tm
     err = capsys.readouterr().err
     assert f"1 file(s) are not readable images: {imgs / 's2' / 'broken.png'}" in err and "re-export" in err
     assert "panel 1/" not in err and not (tmp_path / "o" / "features").exists()
+
+
+def test_wsi_left_out_by_tiling_is_named_before_work(real_he: Path, tmp_path: Path, capsys) -> None:
+    """Real SVS files, one without an MPP: audit says which slide tiling left out and why (naming the
+    flag that fixes it) on the terminal before any feature is computed, not only in the final report."""
+    rc = main(["audit", str(real_he / "wsi"), "--out", str(tmp_path / "o"), "--encoder", "random:vit_tiny_patch16_224",
+               "--encoder-kw", "img_size=64", "depth=1", *ARGS, "--workers", "1"])
+    assert rc == 1  # one usable slide left
+    err = capsys.readouterr().err
+    named = "slides excluded by tiling: tcga-cr-7395-01a-01-ts1: failed"
+    assert named in err and "--mpp-override" in err and err.index(named) < err.index("only 1 slide(s)")
+    assert not (tmp_path / "o" / "features").exists()

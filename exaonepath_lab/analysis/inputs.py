@@ -140,7 +140,10 @@ def open_patches(
         ds = TiledPatchDataset(src, out_px=out_px)
         excl = getattr(ds, "excluded", None)
         if excl is not None and len(excl):
-            info["slides excluded by tiling"] = "; ".join(f"{r.slide_id}: {r.status}" for r in excl.itertuples())
+            # with the reason (the error names the fix), on the terminal before compute and in the report
+            info["slides excluded by tiling"] = "; ".join(
+                f"{r.slide_id}: {r.status}" + (f" ({r.error})" if isinstance(r.error, str) and r.error else "")
+                for r in excl.itertuples())
     else:
         if out_px:
             raise ValueError("out_px applies to WSI/tiles input; image patches are used as they are")
