@@ -205,3 +205,19 @@ def test_wsi_left_out_by_tiling_is_named_before_work(real_he: Path, tmp_path: Pa
     named = "slides excluded by tiling: tcga-cr-7395-01a-01-ts1: failed"
     assert named in err and "--mpp-override" in err and err.index(named) < err.index("only 1 slide(s)")
     assert not (tmp_path / "o" / "features").exists()
+
+
+def test_notebook_03_reads_user_data_like_audit_and_names_the_so_share() -> None:
+    """Issue 16: notebook 03 takes the user's data the way `audit` does (one `data` parameter, read by
+    `open_patches`); issue 12: its text calls the kit's variant the SO share, never plainly PathoROB's
+    robustness index."""
+    import nbformat
+
+    nb = nbformat.read(Path(__file__).parents[1] / "notebooks" / "03_wsi_collapse_tsne.ipynb", as_version=4)
+    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assert re.search(r"^data = None", params.source, re.M)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "open_patches(data" in code
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert "SO share" in text
+    assert all("not PathoROB's robustness index" in line for line in text.splitlines() if "robustness index" in line)
