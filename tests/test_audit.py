@@ -221,3 +221,14 @@ def test_notebook_03_reads_user_data_like_audit_and_names_the_so_share() -> None
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert "SO share" in text
     assert all("not PathoROB's robustness index" in line for line in text.splitlines() if "robustness index" in line)
+
+
+def test_audit_of_a_random_init_encoder_says_why_it_has_no_twin_row(cohort: dict[str, Path], tmp_path: Path) -> None:
+    """A random-init encoder is its own twin: the report's baselines line says so, instead of promising a
+    'random' reference row the tables do not have."""
+    out = tmp_path / "o"
+    assert main(["audit", str(cohort["images"]), "--out", str(out), "--encoder", "random:vit_tiny_patch16_224",
+                 "--encoder-kw", "img_size=64", "depth=1", *ARGS, "--no-thumbnails", "--quiet"]) == 0
+    assert not pd.read_csv(out / "metrics.csv")["features"].str.startswith("random-init").any()
+    page = (out / "index.html").read_text()
+    assert "no random-init twin of random:vit_tiny_patch16_224: it is random-init itself" in page
