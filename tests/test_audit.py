@@ -169,7 +169,8 @@ def test_image_without_tissue_patch_is_named_before_work(real_he: Path, tmp_path
     imgs = tmp_path / "imgs"
     imgs.mkdir()
     (imgs / "tia.png").symlink_to(real_he / "stain_refs" / "tiatoolbox_target_image.png")
-    Image.open(real_he / "stain_refs" / "stardist_histo.jpg").convert("RGB").crop((0, 0, 60, 60)).save(imgs / "tiny.png")
+    small = Image.open(real_he / "stain_refs" / "stardist_histo.jpg").convert("RGB").crop((0, 0, 60, 60))
+    small.save(imgs / "tiny.png")
     rc = main(["audit", str(imgs), "--out", str(tmp_path / "o"), "--encoder", "random:vit_tiny_patch16_224",
                "--encoder-kw", "img_size=64", "depth=1", "--patch-px", "64", "--mpp-override", "0.5", *ARGS])
     assert rc == 1  # one usable slide: refused up front

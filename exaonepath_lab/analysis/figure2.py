@@ -209,7 +209,8 @@ def figure2(
     # No fixed width: the figure fills its page or iframe, so the legend is never cut off or scrolled to.
     fig.update_layout(height=height, autosize=True, template="plotly_white",
                       legend_title_text=color_by, legend={"font": {"size": 11}, "tracegroupgap": 0},
-                      margin={"b": 140, "t": 110 + 20 * max(0, max(s.count("<br>") for s in shown) - 1)}, title_text=f"{label} of features coloured by {color_by}")
+                      margin={"b": 140, "t": 110 + 20 * max(0, max(s.count("<br>") for s in shown) - 1)},
+                      title_text=f"{label} of features coloured by {color_by}")
     mfig = _figure2_png(titles, coords, metas, captions, all_groups, colours, color_by)
     params = {"method": method, "perplexity": perplexity, "seed": seed, "color_by": color_by, "panels": titles}
     return Figure2(fig, mfig, coords, metrics, params, all_thumbs)

@@ -128,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
     # Two encoders given raw-trained first, Macenko-trained second: the paper's (a), (b), (c).
     paper = (titles[0], titles[1], titles[3]) if len(encoders) == 2 else None
     own = [label for label, enc in encoders if getattr(enc, "checkpoint_sha256", None) == f"random-seed-{args.seed}"]
-    skipped = f" (no random-init twin of {', '.join(own)}: it is random-init itself)" if own and "random" in baselines else ""
+    skipped = (f" (no random-init twin of {', '.join(own)}: it is random-init itself)"
+               if own and "random" in baselines else "")
     info.update({"encoders": ", ".join(f"{label}" for label, _ in encoders), "stain target": args.stain_target or
                  "HERef (torchstain default)", "baselines": (", ".join(baselines) or "none") + skipped})
     index = write_audit_report(rep, out, inputs=info, panels=paper)
