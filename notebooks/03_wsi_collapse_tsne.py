@@ -4,6 +4,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -30,7 +32,7 @@
 # | iLISI | effective number of slides in a perplexity-30 neighbourhood, scaled to [0, 1] | low |
 # | slide silhouette | silhouette with the slide as the label | high |
 # | slide-ID probe | balanced accuracy of a linear probe predicting the slide | high |
-# | robustness index | SO / (SO + OS) over k-NN pairs (same biology-other slide vs other biology-same slide) | low |
+# | SO share (the kit's slide-level variant; not PathoROB's robustness index, which contrasts medical centres) | SO / (SO + OS) over k-NN pairs (same biology-other slide vs other biology-same slide); n/a without class labels | low |
 #
 # Two **reference rows** are computed on the same patches: colour statistics alone, and a
 # random-init network of the same architecture. They tell how much clustering is already in the
@@ -40,12 +42,14 @@
 out_dir = "../outputs/notebooks/03"
 smoke = False
 tile_dir = None  # tiling output (None: the demo cohort, made if missing)
+data = None  # your own patches instead: a folder or CSV of WSIs (tiled into out_dir/tiles), a tiling output, or an image folder (FOLDER/<slide>/<patch>.png), as `exaonepath-lab audit` takes
 ckpt_raw = None  # DINO checkpoint trained on raw patches (None: the demo's)
 ckpt_norm = None  # DINO checkpoint trained on Macenko-normalized patches (None: the demo's)
 n_slides = 10  # paper: 10 WSIs
 per_slide = 250  # paper: 1,000 patches per WSI (the demo slides hold ~150-400)
 method = "tsne"  # tsne (the paper's) | umap | pca
 perplexity = 30.0
+k = 15  # neighbours of purity and the SO share; slides need ≥ k + 1 patches (audit --k)
 seed = 0
 
 # %%
@@ -57,6 +61,7 @@ from IPython.display import display
 
 from exaonepath_lab.analysis import collapse_report, metrics_wide
 from exaonepath_lab.analysis.explorer import CollapseExplorer
+from exaonepath_lab.analysis.inputs import input_kind, open_patches
 from exaonepath_lab.demo import demo_inputs
 from exaonepath_lab.encoders import create_encoder
 from exaonepath_lab.io import write_json_atomic
@@ -66,7 +71,7 @@ from exaonepath_lab.stain import MacenkoNormalizer
 pio.renderers.default = "plotly_mimetype+notebook"  # offline: plotly.js is embedded, never fetched
 if smoke:
     n_slides, per_slide = min(n_slides, 4), min(per_slide, 30)
-if None in (tile_dir, ckpt_raw, ckpt_norm):
+if (tile_dir is None and data is None) or None in (ckpt_raw, ckpt_norm):
     paths = demo_inputs("../outputs", smoke=smoke)
     tile_dir = tile_dir or paths["tile_dir"]
     ckpt_raw = ckpt_raw or paths["ckpt_raw"]
@@ -82,7 +87,12 @@ out.mkdir(parents=True, exist_ok=True)
 # strictly (any missing or unexpected key is an error).
 
 # %%
-dataset = TiledPatchDataset(tile_dir, out_px=128)
+if data is not None:  # the same reader as `exaonepath-lab audit`
+    kind = input_kind(Path(data))
+    dataset, info = open_patches(data, kind=kind, tiles_dir=out / "tiles", out_px=None if kind == "images" else 128)
+    print(info)
+else:
+    dataset = TiledPatchDataset(tile_dir, out_px=128)
 macenko = MacenkoNormalizer()  # torchstain's reference target, Io=240, alpha=1, beta=0.15
 enc_raw = create_encoder("kit-dino", checkpoint=ckpt_raw)
 enc_norm = create_encoder("kit-dino", checkpoint=ckpt_norm)
@@ -100,7 +110,7 @@ panels = {
     "(b) raw-trained, Macenko input": (enc_raw, macenko),
     "(c) Macenko-trained, Macenko input": (enc_norm, macenko),
 }
-report = collapse_report(dataset, panels, out_dir=out, n_slides=n_slides, per_slide=per_slide, seed=seed,
+report = collapse_report(dataset, panels, out_dir=out, n_slides=n_slides, per_slide=per_slide, seed=seed, k=k,
                          method=method, perplexity=perplexity, n_boot=50 if smoke else 200)
 report.figure.plotly.show()
 
@@ -109,7 +119,7 @@ display(report.figure.matplotlib)
 
 # %% [markdown]
 # ## The numbers
-# Lower slide purity, silhouette and slide-probe accuracy, and higher iLISI and robustness index,
+# Lower slide purity, silhouette and slide-probe accuracy, and higher iLISI and SO share,
 # mean less collapse. Compare each trained panel with the reference rows of the same input.
 
 # %%
