@@ -66,6 +66,24 @@ class FileItemDataset(ItemDataset):
     def load_image(self, i: int) -> np.ndarray:
         return read_rgb(self.meta.at[i, "path"])
 
+    def check_readable(self, indices: Sequence[int]) -> None:
+        """Open the header of every image at ``indices`` (no decoding: fast); a ValueError names every file
+        that is not an image, before a long run would meet the first one mid-way."""
+        from PIL import Image, UnidentifiedImageError
+
+        bad = []
+        for i in indices:
+            path = self.meta.at[int(i), "path"]
+            try:
+                with Image.open(path):
+                    pass
+            except (UnidentifiedImageError, OSError) as e:
+                bad.append(f"{path} ({type(e).__name__})")
+        if bad:
+            raise ValueError(f"{len(bad)} file(s) are not readable images: {', '.join(bad[:10])}"
+                             f"{' ...' if len(bad) > 10 else ''}. Fix: re-export them as PNG/JPEG/TIFF RGB, or move "
+                             "them out of the image folder.")
+
 
 def find_images(root: str | Path) -> list[Path]:
     """Image files under ``root``, sorted, following symbolically linked folders (a cohort assembled
@@ -88,7 +106,7 @@ def find_images(root: str | Path) -> list[Path]:
     return sorted(out)
 
 
-class ImageFolderDataset(ItemDataset):
+class ImageFolderDataset(FileItemDataset):
     """Images under ``root``; with ``labels_from_dirs`` the first sub-folder is the class.
 
     ``meta`` columns: ``path``, ``slide_id`` (the parent folder name, so a folder of
@@ -128,6 +146,3 @@ class ImageFolderDataset(ItemDataset):
             }
         )
         self.transform = transform
-
-    def load_image(self, i: int) -> np.ndarray:
-        return read_rgb(self.meta.at[i, "path"])

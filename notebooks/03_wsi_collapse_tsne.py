@@ -38,7 +38,7 @@
 #
 # | metric | reads | less slide clustering means |
 # |---|---|---|
-# | normalized k-NN slide purity | share of a patch's 15 nearest neighbours from its own slide, rescaled so 0 = chance and 1 = all | ↓ lower |
+# | normalized k-NN slide purity | share of a patch's `k` = 15 nearest neighbours from its own slide, rescaled so 0 = chance and 1 = all | ↓ lower |
 # | iLISI | effective number of slides among a patch's neighbours (its own fixed neighbourhood, perplexity 30 — independent of the t-SNE's), scaled to [0, 1] | ↑ higher |
 # | slide silhouette | how much closer a patch is to its own slide's patches than to the nearest other slide's, −1…1 | ↓ lower |
 # | slide-ID probe | balanced accuracy of a linear probe predicting the slide from the features | ↓ lower |
@@ -49,7 +49,7 @@
 # than something training learned. Every comparison between panels is a **paired** bootstrap
 # difference (the same slides drawn for both), not an overlap of two intervals.
 #
-# **Your own data.** `data_dir` = a tiling of your slides, a folder of slides (tiled here) or a folder
+# **Your own data.** `data` = a tiling of your slides, a folder of slides (tiled here) or a folder
 # of images (cut into patches), plus `ckpt_raw` and `ckpt_norm`: two models of the same `encoder`,
 # trained on raw and on Macenko-normalized patches (notebook 04, `exaonepath-lab train`, or released
 # weights). The notebook never trains on your behalf: without both checkpoints it stops and says so.
@@ -61,9 +61,9 @@
 # %% tags=["parameters"]
 out_dir = "../outputs/notebooks/03"  # figures, metrics, notebook_summary.json; relative paths are taken from notebooks/
 smoke = False
-demo_dir = "../outputs"  # where `make demo` writes; used when data_dir and both checkpoints are None
-data_dir = None  # your patches: a tiling, a folder of slides, or a folder of images; None: the demo's tiling
-ckpt_raw = None  # a model trained on raw patches (with data_dir and ckpt_norm)
+demo_dir = "../outputs"  # where `make demo` writes; used when data and both checkpoints are None
+data = None  # your patches: a tiling, a folder of slides, or a folder of images; None: the demo's tiling
+ckpt_raw = None  # a model trained on raw patches (with data and ckpt_norm)
 ckpt_norm = None  # the same architecture trained on Macenko-normalized patches
 encoder = "kit-dino"  # how to load the checkpoints: kit-dino (this kit's training), exaonepath, timm:<name>, ...
 read_px = 256  # patches are read at this side (px) before the encoder's resize/crop: 256 → 224 as in the paper
@@ -72,6 +72,7 @@ n_slides = 10  # paper: 10 WSIs
 per_slide = 250  # paper: 1,000 patches per WSI (the demo slides hold ~150-400)
 method = "tsne"  # tsne (the paper's) | umap | pca
 perplexity = 30.0  # t-SNE only; iLISI keeps its own neighbourhood (lisi_perplexity)
+k = 15  # neighbours of slide purity and the SO share; slides need ≥ k + 1 patches (audit --k)
 lisi_perplexity = 30.0
 seed = 0
 
@@ -98,9 +99,10 @@ method = nbp.check_choice("method", method, ["tsne", "umap", "pca"])
 device = nbp.check_device(device)
 if encoder not in list_encoders() and not str(encoder).startswith(("timm:", "random:")):
     raise nbp.NotebookParameterError(f"encoder={encoder!r} is not a known encoder; known: {sorted(list_encoders())}")
-read_px, n_slides, per_slide = (nbp.check_int(n, v, minimum=m) for n, v, m in
-                                (("read_px", read_px, 32), ("n_slides", n_slides, 2), ("per_slide", per_slide, 2)))
-own = nbp.own_or_demo("Figure 2 on your data", data_dir=data_dir, ckpt_raw=ckpt_raw, ckpt_norm=ckpt_norm)
+read_px, n_slides, per_slide, k = (nbp.check_int(n, v, minimum=m) for n, v, m in
+                                   (("read_px", read_px, 32), ("n_slides", n_slides, 2), ("per_slide", per_slide, 2),
+                                    ("k", k, 1)))
+own = nbp.own_or_demo("Figure 2 on your data", data=data, ckpt_raw=ckpt_raw, ckpt_norm=ckpt_norm)
 if not own and encoder != "kit-dino":
     raise nbp.NotebookParameterError(f"encoder={encoder!r} needs your ckpt_raw and ckpt_norm (the demo's are kit-dino)")
 out = nbp.output_dir(out_dir)
@@ -108,7 +110,11 @@ if smoke:
     n_slides, per_slide = min(n_slides, 4), min(per_slide, 30)
 if own:
     ckpt_raw, ckpt_norm = (nbp.checkpoint_file(c, name=n) for c, n in ((ckpt_raw, "ckpt_raw"), (ckpt_norm, "ckpt_norm")))
-    dataset, info = open_patches(nbp.existing_dir("data_dir", data_dir), tiles_dir=out / "tiles", out_px=read_px,
+    src = nbp.resolve_path(data)
+    if not src.exists():
+        raise nbp.NotebookParameterError(f"data={data!r}: not found ({src}); give a tiling, a folder or CSV of slides, "
+                                         "or a folder of images")
+    dataset, info = open_patches(src, tiles_dir=out / "tiles", out_px=read_px,
                                  progress=not smoke)
     print("your data:", info)
 else:
@@ -140,7 +146,7 @@ print(len(dataset), "patches from", dataset.meta["slide_id"].nunique(), "slides;
 PANELS = ("(a) raw-trained, raw input", "(b) raw-trained, Macenko input", "(c) Macenko-trained, Macenko input")
 panels = {PANELS[0]: (enc_raw, None), PANELS[1]: (enc_raw, macenko), PANELS[2]: (enc_norm, macenko)}
 report = collapse_report(dataset, panels, out_dir=out, n_slides=n_slides, per_slide=per_slide, seed=seed,
-                         method=method, perplexity=perplexity, lisi_perplexity=lisi_perplexity,
+                         method=method, perplexity=perplexity, lisi_perplexity=lisi_perplexity, k=k,
                          n_boot=50 if smoke else 200, progress=not smoke)
 report.figure.plotly.show()
 

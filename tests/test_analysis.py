@@ -219,3 +219,37 @@ def test_explorer_switches_views() -> None:
     ex.method.value = "tsne"
     ex.perplexity.value = 10
     assert ex.embedding().shape == (90, 2) and len(ex._emb) == 5  # 3 PCA, t-SNE at perplexity 30 and 10
+
+
+def test_reading_splits_only_a_clear_reduction() -> None:
+    """The (b)-share sentence ("already gives N% of the reduction") is only said when (a) − (c) is clear;
+    on an unclear reduction (paired CI includes 0) a percentage split of it would read noise as a finding."""
+    from exaonepath_lab.analysis.summary import collapse_reading
+
+    def frames(ac_low: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+        m = pd.DataFrame({"features": ["(a)", "(b)", "(c)"], "metric": "knn_slide_purity",
+                          "value": [0.82, 0.79, 0.77], "ci_low": [0.81, 0.74, 0.72], "ci_high": [0.83, 0.84, 0.82]})
+        d = pd.DataFrame({"a": ["(a)", "(b)"], "b": ["(c)", "(c)"], "metric": "knn_slide_purity",
+                          "difference": [0.05, 0.02], "ci_low": [ac_low, -0.01], "ci_high": [0.10, 0.05]})
+        return m, d
+
+    unclear = " ".join(t for t, _ in collapse_reading(*frames(-0.01), panels=("(a)", "(b)", "(c)")))
+    assert "not clear at this sample size" in unclear and "of the reduction" not in unclear
+    clear = " ".join(t for t, _ in collapse_reading(*frames(0.01), panels=("(a)", "(b)", "(c)")))
+    assert "already gives 60% of the reduction" in clear
+
+
+def test_figure2_long_panel_titles_wrap_to_panel_width() -> None:
+    """Four panels named like audit's ('timm:vit_tiny_patch16_224 (tiny1), raw input'): every line of every
+    panel title fits a quarter page, so neighbouring titles do not overlap (seen in a real report)."""
+    from exaonepath_lab.analysis.figure2 import TITLE_WIDTH
+
+    x, meta = _blobs(n_per=10)
+    titles = [f"timm:vit_tiny_patch16_224 (tiny{i}), {inp} input" for i in (1, 2) for inp in ("raw", "Macenko")]
+    fig = figure2({t: x[:, :2] for t in titles}, meta, method="pca")
+    shown = [a.text for a in fig.plotly.layout.annotations if a.text.replace("<br>", " ").replace(", ", ",")
+             .replace(" ", "") in {t.replace(", ", ",").replace(" ", "") for t in titles}]
+    assert len(shown) == 4
+    assert all(len(line) <= TITLE_WIDTH for s in shown for line in s.split("<br>"))
+    assert shown[0] == "timm:vit_tiny_patch16_224<br>(tiny1),<br>raw input"
+    assert fig.plotly.layout.margin.t >= 130  # room for three title lines under the figure's own title

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -159,3 +160,76 @@ def test_collapse_cli_random_twin_of_a_kit_dino_checkpoint(cohort: dict[str, Pat
                            progress=False)
     assert list(twin.meta["path"]) == list(sample["path"])
     np.testing.assert_allclose(twin.features, ref.features, atol=1e-5)
+
+
+def test_image_without_tissue_patch_is_named_before_work(real_he: Path, tmp_path: Path, capsys) -> None:
+    """A whole image that yields no tissue patch at --patch-px (here: one smaller than a patch) is not
+    dropped silently: audit names it, with the fix, before any feature is computed. The tiler's flag
+    name --mpp-override (which its MissingMPPError message names) is accepted by audit too."""
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    (imgs / "tia.png").symlink_to(real_he / "stain_refs" / "tiatoolbox_target_image.png")
+    small = Image.open(real_he / "stain_refs" / "stardist_histo.jpg").convert("RGB").crop((0, 0, 60, 60))
+    small.save(imgs / "tiny.png")
+    rc = main(["audit", str(imgs), "--out", str(tmp_path / "o"), "--encoder", "random:vit_tiny_patch16_224",
+               "--encoder-kw", "img_size=64", "depth=1", "--patch-px", "64", "--mpp-override", "0.5", *ARGS])
+    assert rc == 1  # one usable slide: refused up front
+    err = capsys.readouterr().err
+    named = "images without a tissue patch (left out): tiny: no 64 px patch"
+    assert named in err and "smaller --patch-px" in err
+    assert err.index(named) < err.index("only 1 slide(s)")
+    assert not (tmp_path / "o" / "features").exists()
+
+
+def test_a_non_image_in_the_sample_is_named_before_any_feature(real_he: Path, tmp_path: Path, capsys) -> None:
+    """A file with an image suffix that is not an image, among real tiles: audit names it with the fix after
+    sampling and before the first panel's extraction (not when extraction meets it mid-way)."""
+    imgs = tmp_path / "imgs"
+    for name in ("s1", "s2"):
+        shutil.copytree(real_he / "multi_source" / "mopadi" / "TCGA-3X-AAVA-01Z-00-DX1", imgs / name)
+    (imgs / "s2" / "broken.png").write_text("not an image")
+    rc = main(["audit", str(imgs), "--out", str(tmp_path / "o"), "--encoder", "random:vit_tiny_patch16_224",
+               "--encoder-kw", "img_size=64", "depth=1", *ARGS])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert f"1 file(s) are not readable images: {imgs / 's2' / 'broken.png'}" in err and "re-export" in err
+    assert "panel 1/" not in err and not (tmp_path / "o" / "features").exists()
+
+
+def test_wsi_left_out_by_tiling_is_named_before_work(real_he: Path, tmp_path: Path, capsys) -> None:
+    """Real SVS files, one without an MPP: audit says which slide tiling left out and why (naming the
+    flag that fixes it) on the terminal before any feature is computed, not only in the final report."""
+    rc = main(["audit", str(real_he / "wsi"), "--out", str(tmp_path / "o"), "--encoder", "random:vit_tiny_patch16_224",
+               "--encoder-kw", "img_size=64", "depth=1", *ARGS, "--workers", "1"])
+    assert rc == 1  # one usable slide left
+    err = capsys.readouterr().err
+    named = "slides excluded by tiling: tcga-cr-7395-01a-01-ts1: failed"
+    assert named in err and "--mpp-override" in err and err.index(named) < err.index("only 1 slide(s)")
+    assert not (tmp_path / "o" / "features").exists()
+
+
+def test_notebook_03_reads_user_data_like_audit_and_names_the_so_share() -> None:
+    """Issue 16: notebook 03 takes the user's data the way `audit` does (one `data` parameter, read by
+    `open_patches`); issue 12: its text calls the kit's variant the SO share, never plainly PathoROB's
+    robustness index."""
+    import nbformat
+
+    nb = nbformat.read(Path(__file__).parents[1] / "notebooks" / "03_wsi_collapse_tsne.ipynb", as_version=4)
+    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assert re.search(r"^data = None", params.source, re.M)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "open_patches(data" in code
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert "SO share" in text
+    assert all("not PathoROB's robustness index" in line for line in text.splitlines() if "robustness index" in line)
+
+
+def test_audit_of_a_random_init_encoder_says_why_it_has_no_twin_row(cohort: dict[str, Path], tmp_path: Path) -> None:
+    """A random-init encoder is its own twin: the report's baselines line says so, instead of promising a
+    'random' reference row the tables do not have."""
+    out = tmp_path / "o"
+    assert main(["audit", str(cohort["images"]), "--out", str(out), "--encoder", "random:vit_tiny_patch16_224",
+                 "--encoder-kw", "img_size=64", "depth=1", *ARGS, "--no-thumbnails", "--quiet"]) == 0
+    assert not pd.read_csv(out / "metrics.csv")["features"].str.startswith("random-init").any()
+    page = (out / "index.html").read_text()
+    assert "no random-init twin of random:vit_tiny_patch16_224: it is random-init itself" in page

@@ -142,3 +142,18 @@ def test_collapse_reports_small_slides_before_any_compute(tmp_path: Path, image_
     rc = main(["collapse", str(feats), "--out", str(tmp_path / "c2"), "--k", "8", "--no-thumbnails"])
     assert rc == 1 and "lower --min-per-slide" in capsys.readouterr().err  # 8 patches each < k + 1: nothing computed
     assert not (tmp_path / "c2").exists()
+
+
+def test_every_command_help_renders_percent_signs_once() -> None:
+    """argparse %-formats `help=` strings but not a `description` (without %(prog)): a '%%' written in a
+    description reaches the user literally ("95%% bootstrap CI")."""
+    import argparse
+
+    from exaonepath_lab.cli import build_parser
+
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert "audit" in subs.choices and "collapse" in subs.choices
+    for name, sub in subs.choices.items():
+        text = sub.format_help()
+        assert "%%" not in text, f"`exaonepath-lab {name} --help` shows a literal '%%'"

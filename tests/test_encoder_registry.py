@@ -92,3 +92,44 @@ def test_list_encoders_filters_with_fnmatch_patterns() -> None:
     assert set(list_encoders(["lunit*", "phikon"])) == {"lunit-vits16", "lunit", "phikon"}
     assert set(list_encoders("random:*")) == {"random:<preset|timm_name>"}
     assert list_encoders("no-such-*") == {} and list_encoders("") == everything
+
+
+def test_cli_unknown_encoder_and_mismatched_checkpoint_are_one_readable_error(tmp_path, capsys) -> None:
+    """`--encoder foo` is a one-line error with the known names (not a KeyError traceback), and a checkpoint
+    of another architecture names a few mismatched keys with the count, not all 150, then the fix."""
+    import timm
+
+    from PIL import Image
+
+    from exaonepath_lab.cli import main
+
+    (tmp_path / "s1").mkdir()
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(tmp_path / "s1" / "a.png")
+    assert main(["extract", "--encoder", "foo", "--images", str(tmp_path), "--out", str(tmp_path / "f.h5")]) == 1
+    err = capsys.readouterr().err
+    assert "error: unknown encoder 'foo'; known:" in err and "kit-dino" in err and "Traceback" not in err
+    assert main(["extract", "--encoder", "foo:bar", "--images", str(tmp_path), "--out", str(tmp_path / "f.h5")]) == 1
+    assert "error: unknown encoder prefix 'foo' in 'foo:bar'; known prefixes:" in capsys.readouterr().err
+
+    ckpt = tmp_path / "tiny.pth"
+    torch.save(timm.create_model("vit_tiny_patch16_224", num_classes=0, depth=2).state_dict(), ckpt)
+    with pytest.raises(CheckpointMismatchError) as ei:
+        create_encoder("timm:vit_small_patch16_224", checkpoint=ckpt, depth=2)
+    msg = str(ei.value)
+    assert str(ckpt) in msg and "shape mismatch (30): " in msg and "... and 22 more" in msg
+    assert len(msg) < 2000 and msg.rstrip().endswith("the weights were trained with.")
+
+
+def test_extract_names_a_non_image_before_loading_the_encoder(tmp_path, capsys) -> None:
+    """`extract --images` opens every file's header first: a non-image is named with the fix before the
+    encoder is built or any feature computed (kit-dino without a checkpoint would fail later otherwise)."""
+    from PIL import Image
+
+    from exaonepath_lab.cli import main
+
+    (tmp_path / "s1").mkdir()
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(tmp_path / "s1" / "a.png")
+    (tmp_path / "s1" / "b.png").write_text("not an image")
+    assert main(["extract", "--encoder", "kit-dino", "--images", str(tmp_path), "--out", str(tmp_path / "f.h5")]) == 1
+    err = capsys.readouterr().err
+    assert f"1 file(s) are not readable images: {tmp_path / 's1' / 'b.png'}" in err and "needs checkpoint" not in err

@@ -233,7 +233,7 @@ def test_02_on_other_images_and_the_users_tiling(tmp_path: Path, other_cohort: d
 def test_00_03_run_on_the_users_tiling(tmp_path: Path, other_cohort: dict, smoke_inputs: dict) -> None:
     """00 and 03 on another cohort's tiling (with given checkpoints): Figure 2 is made of its slides."""
     ckpts = {"ckpt_raw": smoke_inputs["ckpt_raw"], "ckpt_norm": smoke_inputs["ckpt_norm"]}
-    for stem, data in (("00", "tile_dir"), ("03", "data_dir")):
+    for stem, data in (("00", "tile_dir"), ("03", "data")):
         out = tmp_path / stem
         _, s = _run(NB[stem], tmp_path, {"out_dir": str(out), "smoke": True, data: other_cohort["tile_dir"], **ckpts})
         _purity_ok(s["knn_slide_purity"])
@@ -276,7 +276,7 @@ def test_04_trains_on_the_users_unlabelled_tiling(tmp_path: Path, other_cohort: 
 @pytest.mark.parametrize("stem, params, needles", [
     ("00", {"tile_dir": "x"}, ("ckpt_raw", "ckpt_norm", "not")),
     ("00", {"ckpt_raw": "a.pt", "ckpt_norm": "b.pt"}, ("cohort_dir or tile_dir",)),
-    ("03", {"ckpt_norm": "b.pt"}, ("data_dir", "ckpt_raw")),
+    ("03", {"ckpt_norm": "b.pt"}, ("data", "ckpt_raw")),
     ("03", {"encoder": "no-such-encoder"}, ("no-such-encoder",)),
     ("04", {"iterations": 0}, ("iterations=0",)),
     ("06", {"normalize": "yes"}, ("normalize='yes'",)),

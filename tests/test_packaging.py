@@ -39,11 +39,13 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 def test_ci_installs_what_a_clean_debian_lacks_for_make_test() -> None:
     """`.ci/run` on a clean Debian (root, nothing but apt): `make` itself, `python3 -m venv` (python3-venv:
-    Debian's python3 has no ensurepip), `unzip` (tests unpack archives as users do), besides SLURM."""
+    Debian's python3 has no ensurepip), `unzip` (tests unpack archives as users do), besides SLURM and
+    chromium (the browser tests)."""
     ci = (ROOT / ".ci" / "run").read_text()
     assert "python3 -m venv" in (ROOT / "Makefile").read_text().replace("$(PY)", "python3")
     assert "unzip" in (ROOT / "tests" / "fixtures_downstream.py").read_text()
     for guard, package in (("command -v make", "make"), ("command -v unzip", "unzip"),
-                           ("import ensurepip, venv", "python3-venv"), ("command -v munged", "munge")):
+                           ("import ensurepip, venv", "python3-venv"), ("command -v munged", "munge"),
+                           ("command -v chromium", "chromium")):
         assert guard in ci and re.search(rf"\b{re.escape(package)}\b", ci.split(guard, 1)[1].split("\n\n")[0]), \
             f".ci/run does not install {package} where it is missing ({guard!r})"

@@ -178,9 +178,9 @@ def figure2(
     all_thumbs, offsets = _shared_thumbnails(titles, metas, thumbnails)
     label = METHOD_LABELS.get(method, method)
 
-    # Long titles wrap at their commas so neighbouring panels' titles do not overlap.
-    wrap = any(len(t) > 30 for t in titles)
-    shown = [t.replace(", ", ",<br>") if wrap else t for t in titles]
+    # Long titles wrap at their commas, and a part still too long at its spaces (an encoder name such as
+    # 'timm:vit_tiny_patch16_224 (tiny1)'), so neighbouring panels' titles do not overlap.
+    shown = [_wrap_title(t) for t in titles] if any(len(t) > TITLE_WIDTH for t in titles) else titles
     fig = make_subplots(rows=1, cols=len(titles), subplot_titles=shown, horizontal_spacing=0.04)
     for j, t in enumerate(titles, start=1):
         m = metas[t]
@@ -209,10 +209,23 @@ def figure2(
     # No fixed width: the figure fills its page or iframe, so the legend is never cut off or scrolled to.
     fig.update_layout(height=height, autosize=True, template="plotly_white",
                       legend_title_text=color_by, legend={"font": {"size": 11}, "tracegroupgap": 0},
-                      margin={"b": 140, "t": 110}, title_text=f"{label} of features coloured by {color_by}")
+                      margin={"b": 140, "t": 110 + 20 * max(0, max(s.count("<br>") for s in shown) - 1)},
+                      title_text=f"{label} of features coloured by {color_by}")
     mfig = _figure2_png(titles, coords, metas, captions, all_groups, colours, color_by)
     params = {"method": method, "perplexity": perplexity, "seed": seed, "color_by": color_by, "panels": titles}
     return Figure2(fig, mfig, coords, metrics, params, all_thumbs)
+
+
+TITLE_WIDTH = 28
+"""Characters per line of a panel title in the interactive figure (~ a quarter of a 1,400 px page)."""
+
+
+def _wrap_title(title: str) -> str:
+    """'a, b' -> 'a,<br>b', each part also wrapped at spaces to :data:`TITLE_WIDTH` characters."""
+    import textwrap
+
+    parts = [textwrap.wrap(p, TITLE_WIDTH, break_long_words=False) or [p] for p in title.split(", ")]
+    return ",<br>".join("<br>".join(lines) for lines in parts)
 
 
 def _figure2_png(titles: list[str], coords: Mapping[str, np.ndarray], metas: Mapping[str, pd.DataFrame],

@@ -70,6 +70,16 @@ class _Concat:
         item["index"] = int(i)
         return item
 
+    def check_readable(self, indices: Any) -> None:
+        """Each part's ``check_readable`` (where it has one) on its share of ``indices``."""
+        import numpy as np
+
+        idx = np.asarray(indices, dtype=int)
+        for j, part in enumerate(self.parts):
+            mine = idx[(idx >= self.offsets[j]) & (idx < self.offsets[j + 1])] - self.offsets[j]
+            if hasattr(part, "check_readable") and len(mine):
+                part.check_readable(mine)
+
 
 def image_dataset(root: Path, *, patch_px: int = 224, class_dirs: bool = False) -> Any:
     """Patches of an image folder: images in sub-folders are patches of the slide named by their folder
@@ -130,10 +140,17 @@ def open_patches(
         ds = TiledPatchDataset(src, out_px=out_px)
         excl = getattr(ds, "excluded", None)
         if excl is not None and len(excl):
-            info["slides excluded by tiling"] = "; ".join(f"{r.slide_id}: {r.status}" for r in excl.itertuples())
+            # with the reason (the error names the fix), on the terminal before compute and in the report
+            info["slides excluded by tiling"] = "; ".join(
+                f"{r.slide_id}: {r.status}" + (f" ({r.error})" if isinstance(r.error, str) and r.error else "")
+                for r in excl.itertuples())
     else:
         if out_px:
             raise ValueError("out_px applies to WSI/tiles input; image patches are used as they are")
         ds = image_dataset(src, patch_px=patch_px, class_dirs=class_dirs)
-    info["patches found"] = f"{len(ds)} of {ds.meta['slide_id'].nunique()} slides"
+        empty = [sid for part in getattr(ds, "parts", [ds]) for sid in getattr(part, "empty", [])]
+        if empty:
+            info["images without a tissue patch (left out)"] = (
+                f"{', '.join(empty)}: no {patch_px} px patch with tissue ≥ 50 %; fix: a smaller --patch-px")
+    info["patches found"] = f"{len(ds)} patches of {ds.meta['slide_id'].nunique()} slides"
     return ds, info

@@ -277,6 +277,7 @@ def collapse_report(
                        seed=seed)
     _check_color_by(dataset.meta, color_by)
     _say(plan.describe(), progress)
+    getattr(dataset, "check_readable", lambda _: None)(plan.indices)  # a non-image: named now, not mid-extraction
     out.mkdir(parents=True, exist_ok=True)
     sub = SubsetDataset(dataset, plan.indices)
     feats: dict[str, Any] = {}

@@ -136,7 +136,7 @@ def collapse_reading(
         out.append((f"The effect is NOT reproduced in this run: (a) {fa} is not above (c) {fc} "
                     f"(paired difference {_fd(ac)}).", "bad"))
     drop = a["value"] - c["value"]
-    if drop > 0:
+    if drop > 0 and ac["ci_low"] > 0:  # a share of a reduction that may be 0 would be noise read as a finding
         share = float(np.clip((a["value"] - b["value"]) / drop, 0.0, 1.0))
         out.append((f"Normalizing only at inference (b) {fb} already gives {100 * share:.0f}% of the reduction "
                     f"from (a) to (c); training on normalized patches gives the remaining {100 * (1 - share):.0f}%.", ""))

@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "M patches (slides with too few patches are dropped before any compute, and listed), extract features of "
         "every encoder on raw and Macenko-normalized input (cached in OUT/features: a rerun resumes), add the "
         "reference rows (colour statistics, random-init twin of each encoder) on the same patches, compute every "
-        "metric with a 95%% bootstrap CI over slides and the paired differences between panels, and write "
+        "metric with a 95% bootstrap CI over slides and the paired differences between panels, and write "
         "OUT/index.html (offline), OUT/figure2.html/png, OUT/metrics.csv, OUT/differences.csv, OUT/collapse.json.",
     )
     p.add_argument("input", help="folder of WSIs, CSV of WSIs (column 'path'), tiling output (manifest.csv + "
@@ -41,8 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--patch-px", type=int, default=224,
                    help="images: an image directly in INPUT (not in a slide sub-folder) is one slide, cut into "
                    "non-overlapping tissue patches of this many px (224)")
-    p.add_argument("--mpp", type=float,
-                   help="WSI input: µm/px for every slide instead of its metadata (slides without an MPP need it)")
+    p.add_argument("--mpp", "--mpp-override", dest="mpp", type=float,
+                   help="WSI input: µm/px for every slide instead of its metadata (slides without an MPP need it; "
+                   "for some slides only: a CSV with an `mpp` column); same as `tile --mpp-override`")
     p.add_argument("--no-resize", action="store_true",
                    help="skip the encoders' Resize->CenterCrop (small patches an encoder was built for)")
     p.add_argument("--stain-target", help="fitted Macenko target JSON for the Macenko panels (default: HERef)")
@@ -110,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
     ds, info = load_dataset(args, out)
     if not args.quiet:
         print(f"[audit] {info['patches found']} ({info['kind']} input {args.input})", file=sys.stderr)
+        for key in ("slides excluded by tiling", "images without a tissue patch (left out)"):
+            if key in info:  # said before any feature is computed
+                print(f"  {key}: {info[key]}", file=sys.stderr)
     panels: dict[str, tuple[Any, Any]] = {}
     for label, enc in encoders:
         panels[f"{label}, raw input"] = (enc, None)
@@ -123,8 +127,11 @@ def run(args: argparse.Namespace) -> int:
     titles = list(panels)
     # Two encoders given raw-trained first, Macenko-trained second: the paper's (a), (b), (c).
     paper = (titles[0], titles[1], titles[3]) if len(encoders) == 2 else None
+    own = [label for label, enc in encoders if getattr(enc, "checkpoint_sha256", None) == f"random-seed-{args.seed}"]
+    skipped = (f" (no random-init twin of {', '.join(own)}: it is random-init itself)"
+               if own and "random" in baselines else "")
     info.update({"encoders": ", ".join(f"{label}" for label, _ in encoders), "stain target": args.stain_target or
-                 "HERef (torchstain default)", "baselines": ", ".join(baselines) or "none"})
+                 "HERef (torchstain default)", "baselines": (", ".join(baselines) or "none") + skipped})
     index = write_audit_report(rep, out, inputs=info, panels=paper)
     print_summary(rep)
     print(f"report: {index}")

@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         from ..datasets import ImageFolderDataset
 
         ds = ImageFolderDataset(args.images, labels_from_dirs=args.class_dirs)
+        ds.check_readable(range(len(ds)))  # headers only: a non-image is named now, not mid-extraction
     encoder = create_encoder(args.encoder, checkpoint=args.checkpoint, device=args.device, **parse_key_values(args.encoder_kw, "--encoder-kw"))
     fs = extract_features(encoder, ds, normalizer=normalizer, batch_size=args.batch_size, num_workers=args.num_workers,
                           cache_path=args.out, progress=not args.quiet, resize=cfg.resize, crop=cfg.crop,

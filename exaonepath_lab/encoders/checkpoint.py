@@ -28,8 +28,14 @@ WRAPPER_KEYS = ("state_dict", "model", "teacher", "module", "student")
 STRIP_PREFIXES = ("module.", "backbone.", "model.", "encoder.")
 
 
+SHOWN_KEYS = 8
+"""Key problems of each kind named in the error (the count says how many there are in all): a ViT-B
+checkpoint given to a ViT-S preset mismatches every tensor, and 150 names would bury the fix."""
+
+
 class CheckpointMismatchError(ValueError):
-    """Raised when a state dict does not match the model exactly; lists every key problem."""
+    """Raised when a state dict does not match the model exactly; counts every key problem and names
+    the first :data:`SHOWN_KEYS` of each kind."""
 
 
 @dataclasses.dataclass
@@ -151,7 +157,8 @@ def load_strict(
                  f"({len(own)} model tensors, {len(state_dict)} in checkpoint):"]
         for title, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
             if items:
-                lines.append(f"  {title} ({len(items)}): " + ", ".join(items))
+                more = f", ... and {len(items) - SHOWN_KEYS} more" if len(items) > SHOWN_KEYS else ""
+                lines.append(f"  {title} ({len(items)}): " + ", ".join(items[:SHOWN_KEYS]) + more)
         if report.stripped_prefixes:
             lines.append(f"  (prefixes stripped before matching: {report.stripped_prefixes})")
         lines.append("  Fix: pick the encoder preset that matches this file (exaonepath_lab.encoders.list_encoders()), "

@@ -369,7 +369,7 @@ def list_encoders(filter: str | Sequence[str] = "") -> dict[str, str]:
 def encoder_spec(name: str) -> EncoderSpec:
     """The :class:`EncoderSpec` of a preset (raises with the known names otherwise)."""
     if name not in ENCODERS:
-        raise KeyError(f"unknown encoder preset {name!r}; known: {sorted(ENCODERS)}")
+        raise UnknownEncoderError(f"unknown encoder preset {name!r}; known: {sorted(ENCODERS)}")
     return ENCODERS[name]
 
 
@@ -391,13 +391,23 @@ def create_encoder(
     if ":" in name:
         prefix, rest = name.split(":", 1)
         if prefix not in PREFIXES:
-            raise KeyError(f"unknown encoder prefix {prefix!r} in {name!r}; known prefixes: {sorted(PREFIXES)}")
+            raise UnknownEncoderError(f"unknown encoder prefix {prefix!r} in {name!r}; "
+                                      f"known prefixes: {sorted(PREFIXES)}")
         return PREFIXES[prefix](name, rest, ckpt, device, kw)
     if name in SPECIAL:
         return SPECIAL[name](name, ckpt, device, kw)
     if name in ENCODERS:
         return _create_preset(name, ckpt, device, kw)
-    raise KeyError(f"unknown encoder {name!r}; known: {sorted(list_encoders())}")
+    raise UnknownEncoderError(f"unknown encoder {name!r}; known: {sorted(list_encoders())} (or add one with "
+                              "exaonepath_lab.encoders.register_encoder)")
+
+
+class UnknownEncoderError(KeyError, ValueError):
+    """An encoder name the registry does not know. A ``KeyError`` (a registry lookup) and a ``ValueError``
+    (bad user input), so the CLI reports it as one line with the fix instead of a traceback."""
+
+    def __str__(self) -> str:  # KeyError's str() would quote the whole message
+        return str(self.args[0]) if self.args else ""
 
 
 def random_like(encoder: Encoder, seed: int = 0) -> Encoder:

@@ -36,6 +36,8 @@ class GridPatchDataset(ItemDataset):
 
     ``meta``: ``slide_id``, ``path``, ``x``, ``y`` (top-left, px), ``patch_size``,
     ``tissue_fraction``, ``label`` (-1), ``class_name`` ("").
+    ``empty``: slide ids that gave no patch (image smaller than ``patch_px`` or too little tissue), so a
+    caller can say which sources were left out instead of dropping them silently.
     """
 
     def __init__(self, sources: Mapping[str, Sequence[str | Path]], *, patch_px: int = 64, min_tissue: float = 0.5,
@@ -43,6 +45,7 @@ class GridPatchDataset(ItemDataset):
         self.images: dict[str, np.ndarray] = {}
         rows = []
         rng = np.random.default_rng(seed)
+        self.empty: list[str] = []
         for sid, paths in sources.items():
             cand = []
             for p in paths:
@@ -57,6 +60,8 @@ class GridPatchDataset(ItemDataset):
             if max_per_slide is not None and len(cand) > max_per_slide:
                 keep = np.sort(rng.choice(len(cand), size=max_per_slide, replace=False))
                 cand = [cand[i] for i in keep]
+            if not cand:
+                self.empty.append(str(sid))
             rows.extend(cand)
         if not rows:
             raise ValueError(f"GridPatchDataset: no {patch_px} px patch with tissue ≥ {min_tissue} in {list(sources)}")
