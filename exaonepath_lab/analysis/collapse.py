@@ -76,6 +76,8 @@ def knn(features: np.ndarray, k: int, *, chunk: int = 2048) -> tuple[np.ndarray,
     """
     idx, sim = nearest_neighbours(features, k, chunk=chunk)
     return idx, np.sqrt(np.clip(2.0 - 2.0 * sim, 0.0, None)).astype(np.float32)
+
+
 def silhouette_per_point(features: np.ndarray, slides: np.ndarray, *, chunk: int = 2048) -> np.ndarray:
     """(N,) silhouette values with ``slides`` as clusters, Euclidean on L2-normalised rows.
 
