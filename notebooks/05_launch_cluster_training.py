@@ -77,21 +77,21 @@ from exaonepath_lab.io import atomic_path, write_json_atomic
 from exaonepath_lab.pretrain.launch import (LaunchConfig, job_records, plan_launch, scheduler_unavailable, split_batch,
                                             squeue, submit as submit_job, wait_for_job, write_plan)
 from exaonepath_lab.pretrain.presets import get_preset
+from exaonepath_lab.notebook_params import demo_paths, output_dir, resolve_path, tiling_dir
 from exaonepath_lab.pretrain.schedules import build_schedules
 
 pio.renderers.default = "plotly_mimetype+notebook"  # offline: plotly.js is embedded, never fetched
-out = Path(out_dir).absolute()  # jobs start elsewhere: every path handed to them is absolute
-out.mkdir(parents=True, exist_ok=True)
+# Relative paths are taken from the notebooks/ folder, wherever the kernel or papermill starts; jobs
+# start elsewhere again, so every path handed to them is absolute.
+out = output_dir(out_dir)
 summary: dict = {}
 
 if submit not in ("auto", True, False):
     raise ValueError(f"submit={submit!r}: use 'auto' (submit when SLURM answers), True or False")
 if tile_dir is None:
-    from exaonepath_lab.demo import demo_inputs
-
-    tile_dir = demo_inputs("../outputs", smoke=smoke, train=False)["tile_dir"]
-tile_dir = str(Path(tile_dir).absolute())
-train_out = str(Path(train_out).absolute()) if train_out else str(out / "run")
+    tile_dir = demo_paths(smoke=smoke, train=False)["tile_dir"]  # the demo's tiling (made if missing)
+tile_dir = str(tiling_dir(tile_dir))
+train_out = str(resolve_path(train_out)) if train_out else str(out / "run")
 if setup is None:  # this kernel's environment, by absolute path: sbatch may run anywhere
     env_bin = Path(sys.executable).parent
     setup = [f"source {env_bin / 'activate'}" if (env_bin / "activate").is_file() else f"export PATH={env_bin}:$PATH"]
@@ -368,7 +368,6 @@ else:
     print("the paper-scale job was rendered only (submit_paper = False)")
     summary["paper_job"] = None
 
-# %%
+# %% tags=["remove-cell"]
 summary["figures"] = ["schedules.png", "schedules.html"] + (["demo_curves.html"] if why_not is None else [])
-write_json_atomic(out / "notebook_summary.json", summary)
-print(json.dumps(summary["batch_arithmetic"], indent=1))
+_ = write_json_atomic(out / "notebook_summary.json", summary)
