@@ -168,7 +168,8 @@ def main() -> None:
         with open_slide(slide_path) as s:
             thumb, scale = read_at_mpp(s, cfg.seg_mpp)
             mask = tissue_mask(thumb, mpp=s.mpp / scale[0], config=cfg)
-            return tissue_patches(mask, scale, s.dimensions, patch_size_px(s.mpp), min_tissue=cfg.min_tissue)
+            return tissue_patches(mask, scale=scale, level0_size=s.dimensions, patch_size=patch_size_px(s.mpp),
+                                  min_tissue=cfg.min_tissue)
 
     coords, _ = segment_grid()  # warm-up (page cache, imports)
     seg_s = _median_time(segment_grid, args.repeats)

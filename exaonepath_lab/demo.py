@@ -170,7 +170,7 @@ def stage_normalize(cfg: DemoConfig, out: Path, tile_dir: str) -> dict[str, Any]
             "files": [str(path)]}
 
 
-def stage_train(cfg: DemoConfig, out: Path, tile_dir: str, normalize: bool) -> dict[str, Any]:
+def stage_train(cfg: DemoConfig, out: Path, *, tile_dir: str, normalize: bool) -> dict[str, Any]:
     from .pretrain.presets import get_preset
     from .pretrain.trainer import train
 
@@ -197,7 +197,7 @@ def stage_train(cfg: DemoConfig, out: Path, tile_dir: str, normalize: bool) -> d
             "iterations": res.iteration, "normalize": normalize, "files": files}
 
 
-def stage_collapse(cfg: DemoConfig, out: Path, tile_dir: str, ckpt_raw: str, ckpt_norm: str) -> dict[str, Any]:
+def stage_collapse(cfg: DemoConfig, out: Path, *, tile_dir: str, ckpt_raw: str, ckpt_norm: str) -> dict[str, Any]:
     from .analysis import collapse_report
     from .encoders import create_encoder
     from .io import atomic_path
@@ -232,7 +232,7 @@ def stage_collapse(cfg: DemoConfig, out: Path, tile_dir: str, ckpt_raw: str, ckp
             "paths": {k: str(v) for k, v in rep.paths.items()}, "tissue_knn": knn_rows, "files": files}
 
 
-def stage_probe(cfg: DemoConfig, out: Path, tile_dir: str, ckpt_raw: str, ckpt_norm: str) -> dict[str, Any]:
+def stage_probe(cfg: DemoConfig, out: Path, *, tile_dir: str, ckpt_raw: str, ckpt_norm: str) -> dict[str, Any]:
     from .encoders import create_encoder, random_like
     from .features import extract_features
     from .probing.evaluate import evaluate_features, write_result
@@ -296,11 +296,11 @@ def run_demo(config: DemoConfig = DemoConfig(), *, progress: bool = True) -> Pat
     rec["tile"] = st.run("tile", lambda: stage_tile(cfg, out), stage_key(cfg, "tile"))
     tile_dir = rec["tile"]["tile_dir"]
     rec["normalize"] = st.run("normalize", lambda: stage_normalize(cfg, out, tile_dir), stage_key(cfg, "normalize"))
-    rec["train_raw"] = st.run("train_raw", lambda: stage_train(cfg, out, tile_dir, normalize=False), stage_key(cfg, "train"))
-    rec["train_macenko"] = st.run("train_macenko", lambda: stage_train(cfg, out, tile_dir, normalize=True), stage_key(cfg, "train"))
+    rec["train_raw"] = st.run("train_raw", lambda: stage_train(cfg, out, tile_dir=tile_dir, normalize=False), stage_key(cfg, "train"))
+    rec["train_macenko"] = st.run("train_macenko", lambda: stage_train(cfg, out, tile_dir=tile_dir, normalize=True), stage_key(cfg, "train"))
     ck_raw, ck_norm = rec["train_raw"]["checkpoint"], rec["train_macenko"]["checkpoint"]
-    rec["collapse"] = st.run("collapse", lambda: stage_collapse(cfg, out, tile_dir, ck_raw, ck_norm), stage_key(cfg, "collapse"))
-    rec["probe"] = st.run("probe", lambda: stage_probe(cfg, out, tile_dir, ck_raw, ck_norm), stage_key(cfg, "probe"))
+    rec["collapse"] = st.run("collapse", lambda: stage_collapse(cfg, out, tile_dir=tile_dir, ckpt_raw=ck_raw, ckpt_norm=ck_norm), stage_key(cfg, "collapse"))
+    rec["probe"] = st.run("probe", lambda: stage_probe(cfg, out, tile_dir=tile_dir, ckpt_raw=ck_raw, ckpt_norm=ck_norm), stage_key(cfg, "probe"))
     rec["table"] = st.run("table", lambda: stage_table(cfg, out, rec["probe"]["files"]), stage_key(cfg, "table"))
     index = write_demo_report(out, rec, cfg)
     if progress:
@@ -324,6 +324,6 @@ def demo_inputs(out_dir: str | Path = "outputs", *, smoke: bool = False, train: 
     paths = {"cohort_dir": syn["cohort_dir"], "tile_dir": tile["tile_dir"]}
     if train:
         key = stage_key(cfg, "train")
-        paths["ckpt_raw"] = st.run("train_raw", lambda: stage_train(cfg, out, tile["tile_dir"], False), key)["checkpoint"]
-        paths["ckpt_norm"] = st.run("train_macenko", lambda: stage_train(cfg, out, tile["tile_dir"], True), key)["checkpoint"]
+        paths["ckpt_raw"] = st.run("train_raw", lambda: stage_train(cfg, out, tile_dir=tile["tile_dir"], normalize=False), key)["checkpoint"]
+        paths["ckpt_norm"] = st.run("train_macenko", lambda: stage_train(cfg, out, tile_dir=tile["tile_dir"], normalize=True), key)["checkpoint"]
     return paths

@@ -122,7 +122,7 @@ with open_slide(row["path"]) as slide:
     thumb_mpp = slide.mpp * W / thumb.shape[1]
     mask = tissue_mask(thumb, mpp=thumb_mpp, config=cfg)
     ps = patch_size_px(slide.mpp, target_mpp=cfg.target_mpp, target_px=cfg.target_px)
-    coords, frac = tissue_patches(mask, scale, (W, H), ps, min_tissue=cfg.min_tissue)
+    coords, frac = tissue_patches(mask, scale=scale, level0_size=(W, H), patch_size=ps, min_tissue=cfg.min_tissue)
     # a finer read for the picture only: at 8 µm/px a patch is just 16-32 thumbnail pixels
     view, view_scale = read_at_mpp(slide, max(slide.mpp, max(W, H) * slide.mpp / 900))
 print(f"slide {row['slide_id']}: {W}×{H} px at {slide.mpp} µm/px ({slide.mpp_source}); thumbnail {thumb.shape[1]}×"
@@ -134,7 +134,7 @@ axes[0].imshow(thumb)
 axes[0].set_title(f"thumbnail at {thumb_mpp:.1f} µm/px")
 axes[1].imshow(mask, cmap="gray")
 axes[1].set_title("tissue mask")
-axes[2].imshow(mask_overlay(view, mask, coords, ps, view_scale))
+axes[2].imshow(mask_overlay(view, mask, coords=coords, patch_size=ps, scale=view_scale))
 axes[2].set_title(f"{len(coords)} patches of {ps} px (= {ps * slide.mpp:.0f} µm)")
 for ax in axes:
     ax.axis("off")

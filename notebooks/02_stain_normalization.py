@@ -145,7 +145,7 @@ plane = evecs[:, 1:3]  # (3, 2): second largest, largest
 plane = plane * torch.sign(plane.gather(0, plane.abs().argmax(dim=0, keepdim=True)))  # sign convention
 proj = od[0] @ plane  # (P, 2)
 phi = torch.atan2(proj[:, 1], proj[:, 0])  # angle of every pixel in the plane
-phi_lo, phi_hi, _ = masked_percentiles(phi[None], tissue, alpha, 100 - alpha)  # the library's nearest rank
+phi_lo, phi_hi, _ = masked_percentiles(phi[None], tissue, q_low=alpha, q_high=100 - alpha)  # the library's nearest rank
 v_lo = plane @ torch.stack([torch.cos(phi_lo[0]), torch.sin(phi_lo[0])])
 v_hi = plane @ torch.stack([torch.cos(phi_hi[0]), torch.sin(phi_hi[0])])
 he = torch.stack([v_lo, v_hi], dim=1) if v_lo[0] > v_hi[0] else torch.stack([v_hi, v_lo], dim=1)  # H first
@@ -193,7 +193,7 @@ fig_od.show()
 conc = (od[0] @ stain_pinv(he[None])[0].T).reshape(h, w, 2)  # (H, W, 2) concentrations
 max_c = est["max_conc"][0]
 t_sm, t_mc = tgt.tensors()
-M = od_transform(est["pinv"], est["max_conc"], t_sm, t_mc)  # (1, 3, 3): the whole map in OD space
+M = od_transform(est["pinv"], est["max_conc"], target_matrix=t_sm, target_max_conc=t_mc)  # (1, 3, 3): the whole map in OD space
 normalized = reconstruct(od, M, Io).reshape(h, w, 3).numpy()
 lib = MacenkoNormalizer().normalize(example)  # the library, in one call
 lib_diff = np.abs(normalized.astype(int) - lib.images.astype(int))

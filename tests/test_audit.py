@@ -218,7 +218,8 @@ def test_notebook_03_reads_user_data_like_audit_and_names_the_so_share() -> None
     params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     assert re.search(r"^data = None", params.source, re.M)
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    assert "open_patches(data" in code
+    # the `data` parameter, resolved like every notebook path, is what open_patches reads
+    assert re.search(r"^\s*src = nbp\.resolve_path\(data\)", code, re.M) and "open_patches(src" in code
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert "SO share" in text
     assert all("not PathoROB's robustness index" in line for line in text.splitlines() if "robustness index" in line)

@@ -168,16 +168,7 @@ MAX_POSITIONAL = 3
 
 #: Public functions with more positional parameters, in other helpers' files or called positionally
 #: from them; each entry goes when that work lands.
-POSITIONAL_BEING_FIXED = {
-    "analysis/figure2.py::Figure2.save",  # H5: figure2 split
-    "demo.py::stage_train",  # H5 (demo.py)
-    "demo.py::stage_collapse",  # H5 (demo.py collapse stage)
-    "demo.py::stage_probe",  # H5 (demo.py)
-    "stain/estimate.py::masked_percentiles",  # called positionally by notebook 02 (H7's thinning)
-    "stain/estimate.py::od_transform",  # called positionally by notebook 02 (H7's thinning)
-    "tiling/grid.py::tissue_patches",  # called positionally by notebook 01 and benchmarks/bench_tiling.py
-    "tiling/overlay.py::mask_overlay",  # called positionally by notebook 01
-}
+POSITIONAL_BEING_FIXED: set[str] = set()
 
 
 def _public_signatures() -> dict[str, ast.arguments]:

@@ -259,7 +259,7 @@ def test_masked_percentiles_match_torchstain_rule() -> None:
     g = torch.Generator().manual_seed(0)
     vals = torch.randn(5, 1000, generator=g)
     mask = torch.rand(5, 1000, generator=g) < torch.tensor([0.9, 0.5, 0.1, 0.02, 1.0]).view(-1, 1)
-    lo, hi, n = masked_percentiles(vals, mask, 1.0, 99.0)
+    lo, hi, n = masked_percentiles(vals, mask, q_low=1.0, q_high=99.0)
     for i in range(5):
         sel = vals[i][mask[i]]
         assert n[i] == len(sel)

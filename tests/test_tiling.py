@@ -63,7 +63,7 @@ def test_tissue_fraction_and_labels_match_reference_loops():
     np.testing.assert_array_equal(lab, ref_lab)
     assert lab.dtype == np.int16
 
-    kept, kfrac = tissue_patches(mask, (0.1, 0.1), (W, H), ps, min_tissue=0.45)
+    kept, kfrac = tissue_patches(mask, scale=(0.1, 0.1), level0_size=(W, H), patch_size=ps, min_tissue=0.45)
     assert (kfrac >= 0.45).all() and len(kept) == int((ref >= 0.45).sum())
 
 

@@ -62,7 +62,7 @@ class Figure2:
     params: dict[str, Any]
     thumbnails: list[str] = dataclasses.field(default_factory=list)  # indexed by customdata[-1]
 
-    def save(self, out_dir: str | Path, stem: str = "figure2", include_plotlyjs: bool | str = True,
+    def save(self, out_dir: str | Path, *, stem: str = "figure2", include_plotlyjs: bool | str = True,
              dpi: int = 150) -> dict[str, Path]:
         """Write ``stem.html`` (with hover thumbnails) and ``stem.png`` atomically."""
         out = Path(out_dir)

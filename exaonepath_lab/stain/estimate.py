@@ -73,7 +73,7 @@ def _kth_smallest(values: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
 
 
 def masked_percentiles(
-    values: torch.Tensor, mask: torch.Tensor, q_low: float, q_high: float
+    values: torch.Tensor, mask: torch.Tensor, *, q_low: float, q_high: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-row nearest-rank percentiles over the masked entries of ``values`` (N, P).
 
@@ -169,7 +169,7 @@ def _extreme_angle_vectors(od: torch.Tensor, mask: torch.Tensor, plane: torch.Te
     proj = od @ plane  # (N, P, 2)
     phi = torch.atan2(proj[..., 1], proj[..., 0])
     del proj
-    min_phi, max_phi, _ = masked_percentiles(phi, mask, alpha, 100 - alpha)
+    min_phi, max_phi, _ = masked_percentiles(phi, mask, q_low=alpha, q_high=100 - alpha)
     del phi
     min_phi = torch.nan_to_num(min_phi, nan=0.0, posinf=0.0, neginf=0.0)
     max_phi = torch.nan_to_num(max_phi, nan=0.0, posinf=0.0, neginf=0.0)
@@ -212,7 +212,7 @@ def stain_pinv(stain_matrix: torch.Tensor) -> torch.Tensor:
 
 
 def od_transform(
-    pinv: torch.Tensor, max_conc: torch.Tensor, target_matrix: torch.Tensor, target_max_conc: torch.Tensor
+    pinv: torch.Tensor, max_conc: torch.Tensor, *, target_matrix: torch.Tensor, target_max_conc: torch.Tensor
 ) -> torch.Tensor:
     """Per-image 3×3 map on row-vector OD: ``pinvᵀ · diag(target_maxC / maxC) · HE_refᵀ``.
 

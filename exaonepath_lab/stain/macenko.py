@@ -164,7 +164,7 @@ class MacenkoNormalizer:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Reconstruct with the target; failed images keep their pixels. Returns (pixels, finite)."""
         t_sm, t_mc = self.target.tensors(pixels.device)
-        m = od_transform(stain_pinv(stain_matrix), max_conc, t_sm, t_mc)
+        m = od_transform(stain_pinv(stain_matrix), max_conc, target_matrix=t_sm, target_max_conc=t_mc)
         finite = torch.isfinite(m).all(dim=(1, 2))
         m = torch.where((ok & finite).view(-1, 1, 1), m, torch.zeros_like(m))
         out = reconstruct(od, m, self.Io)

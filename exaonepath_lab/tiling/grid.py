@@ -62,10 +62,10 @@ def tissue_fraction(mask: np.ndarray, coords: np.ndarray, *, patch_size: int, sc
 
 def tissue_patches(
     mask: np.ndarray,
+    *,
     scale: tuple[float, float],
     level0_size: tuple[int, int],
     patch_size: int,
-    *,
     min_tissue: float = 0.5,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Grid patches whose tissue fraction is ≥ ``min_tissue`` (and > 0).

@@ -15,6 +15,7 @@ PATCH_RGB = (30, 80, 230)  # kept patches
 def mask_overlay(
     thumb: np.ndarray,
     mask: np.ndarray,
+    *,
     coords: np.ndarray,
     patch_size: int,
     scale: tuple[float, float],

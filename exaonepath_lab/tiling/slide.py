@@ -101,7 +101,7 @@ def tile_slide(
         thumb_mpp = slide.mpp * W / thumb.shape[1]  # exact µm/px of the thumbnail after rounding
         mask = tissue_mask(thumb, mpp=thumb_mpp, config=config)
         ps = patch_size_px(slide.mpp, target_mpp=config.target_mpp, target_px=config.target_px)
-        coords, frac = tissue_patches(mask, scale, (W, H), ps, min_tissue=config.min_tissue)
+        coords, frac = tissue_patches(mask, scale=scale, level0_size=(W, H), patch_size=ps, min_tissue=config.min_tissue)
         cm = find_classmap(path)
         labels = majority_labels(cm[0], coords, downsample=cm[1], patch_size=ps) if cm else np.full(len(coords), -1, np.int16)
         attrs = {
@@ -116,7 +116,7 @@ def tile_slide(
             qc, qc_scale = read_at_mpp(slide, fine)
         else:
             qc, qc_scale = thumb, scale
-        save_png(out / "masks" / f"{sid}.png", mask_overlay(qc, mask, coords, ps, qc_scale))
+        save_png(out / "masks" / f"{sid}.png", mask_overlay(qc, mask, coords=coords, patch_size=ps, scale=qc_scale))
         write_patch_h5(h5_path, coords, tissue_fraction=frac, labels=labels, attrs=attrs)
         mpp_used, source = slide.mpp, slide.mpp_source
     return {
