@@ -177,7 +177,7 @@ def test_neighbour_gallery_and_reading() -> None:
     from exaonepath_lab.analysis import collapse_scores, gallery_html, neighbour_gallery, paired_differences
     from exaonepath_lab.analysis.summary import collapse_reading, metrics_table
 
-    x, meta = _blobs(n_per=30)
+    x, meta = _blobs(n_per=30, k=6)
     mixed = np.random.default_rng(3).normal(size=x.shape).astype(np.float32)
     g = neighbour_gallery({"(a)": x, "(c)": mixed}, meta, n_queries=3, k=4)
     assert len(g) == 2 * 3 * 4 and not (g["query"] == g["neighbour"]).any()
@@ -192,6 +192,15 @@ def test_neighbour_gallery_and_reading() -> None:
     diffs = pd.concat([paired_differences(sc[a], sc["(c)"], n_boot=30) for a in ("(a)", "(b)")])
     lines = collapse_reading(metrics, diffs, panels=("(a)", "(b)", "(c)"))
     assert lines[0][1] == "good" and "paired difference" in lines[0][0]
+    # the same comparison on 3 of those slides is a hint, not a finding: no "good" verdict is left
+    few = meta["slide_id"].isin(["s0", "s1", "s2"]).to_numpy()
+    sc3 = {n: collapse_scores(f[few], meta[few].reset_index(drop=True), name=n, k=5)
+           for n, f in (("(a)", x), ("(b)", x * 0.5 + mixed), ("(c)", mixed))}
+    m3 = pd.concat([metrics_from_scores(s, n_boot=30) for s in sc3.values()])
+    d3 = pd.concat([paired_differences(sc3[a], sc3["(c)"], n_boot=30) for a in ("(a)", "(b)")])
+    hedged = collapse_reading(m3, d3, panels=("(a)", "(b)", "(c)"))
+    assert "good" not in {kind for _, kind in hedged}
+    assert "Only 3 slides" in hedged[0][0] and hedged[0][1] == "note"
     tab = metrics_table(metrics)
     assert list(tab["features"]) == ["(a)", "(b)", "(c)", "chance level"]
     assert "k-NN slide purity ↓" in tab.columns and "iLISI ↑" in tab.columns

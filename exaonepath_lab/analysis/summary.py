@@ -25,6 +25,9 @@ FIGURE2_PANELS = (PANEL_A, PANEL_B, PANEL_C)
 
 PURITY = "knn_slide_purity"
 CLEAR_MARGIN = 0.05
+#: Below this many slides the bootstrap over slides has too few distinct resamples for its interval to
+#: carry a finding: the reading then states its comparisons as hints, never as "good" results.
+MIN_SLIDES_FOR_A_FINDING = 5
 """k-NN balanced-accuracy margin over the random-init twin that counts as "clearly learned" (the
 same bar as tests/test_dino_learning.py); smaller margins are within the k-NN's noise here."""
 
@@ -175,7 +178,17 @@ def collapse_reading(
                     "not something training added.", ""))
     if knn is not None and len(knn):
         out.append(tissue_knn_reading(knn, a_name, c_name, input_labels=input_labels))
-    return out
+    return _hedged_for_few_slides(out, differences)
+
+
+def _hedged_for_few_slides(lines: list[tuple[str, str]], differences: pd.DataFrame) -> list[tuple[str, str]]:
+    """With fewer than :data:`MIN_SLIDES_FOR_A_FINDING` slides, "good" verdicts become notes that say why."""
+    n = pd.to_numeric(differences.get("n_slides", pd.Series(dtype=float)), errors="coerce").min()
+    if not np.isfinite(n) or n >= MIN_SLIDES_FOR_A_FINDING:
+        return lines
+    hedge = (f" (Only {int(n)} slides: an interval that resamples slides is crude with so few, so read this as "
+             "a hint to check on more slides, not as a finding.)")
+    return [(text + hedge, "note") if kind == "good" else (text, kind) for text, kind in lines]
 
 
 def tissue_knn_reading(knn: pd.DataFrame, a_name: str, c_name: str, *,
