@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## make demo: synthesize the embedded cohort and run the whole paper story into outputs/ (~12-15 min on 2 cores)
+## make demo: synthesize the embedded cohort and run the whole paper story into outputs/ (~6-12 min on 2 cores)
 demo: $(STAMP)
 	$(BIN)/exaonepath-lab demo --out outputs
 

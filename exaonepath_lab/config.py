@@ -132,7 +132,7 @@ def _is_tuple_hint(hint: Any) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class DemoConfig(JobConfig):
-    """Sizes of the demo. Defaults: the full demo (~12-15 min on 2 cores, install excluded); ``smoke`` shrinks everything."""
+    """Sizes of the demo. Defaults: the full demo (~6-12 min on 2 cores, install excluded); ``smoke`` shrinks everything."""
 
     out_dir: str = "outputs"
     n_slides: int = 10  # paper's Figure 2 uses 10 WSIs

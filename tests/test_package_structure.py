@@ -150,7 +150,7 @@ def test_artifacts_are_written_through_a_temporary_name() -> None:
 
 # ----------------------------------------------------------------------------- docs agree with each other
 def test_the_demo_duration_is_stated_the_same_everywhere() -> None:
-    """README, Makefile and DemoConfig state one duration (measured: 11 min 48 s on 2 idle cores, ~15 when busy)."""
+    """README, Makefile and DemoConfig state one duration (measured: 5 min 55 s on 2 idle cores in the last rerun, 11 min 48 s the session before)."""
     import re
 
     from exaonepath_lab.config import DemoConfig
