@@ -201,7 +201,7 @@ def stage_collapse(cfg: DemoConfig, out: Path, *, tile_dir: str, ckpt_raw: str, 
     from .analysis import collapse_report
     from .encoders import create_encoder
     from .io import atomic_path
-    from .probing.knn import knn_accuracy
+    from .analysis.summary import tissue_knn
     from .slides.dataset import TiledPatchDataset
     from .stain import MacenkoNormalizer
 
@@ -215,16 +215,8 @@ def stage_collapse(cfg: DemoConfig, out: Path, *, tile_dir: str, ckpt_raw: str, 
                           min_per_slide=2 if cfg.smoke else None, seed=cfg.seed, n_boot=cfg.n_boot,
                           include_plotlyjs="directory")
     # Tissue classes: does training beat the random-init twin? (k-NN, folds never split a slide.)
-    meta = rep.sample
-    labels = meta["label"].to_numpy(np.int64)
-    labels = np.where(labels >= 1, labels, -1)  # background is not a tissue class
-    groups = meta["slide_id"].astype(str).to_numpy()
-    knn_rows = []
-    for name, feats in rep.features.items():
-        x = feats.features if hasattr(feats, "features") else np.asarray(feats)
-        acc = knn_accuracy(np.asarray(x, dtype=np.float32), labels, groups=groups, k=10)
-        knn_rows.append({"features": name, "tissue_knn_bacc": acc})
-    knn = pd.DataFrame(knn_rows)
+    knn = tissue_knn(rep.features, rep.sample)
+    knn_rows = knn.to_dict("records")
     with atomic_path(out / "collapse" / "tissue_knn.csv") as tmp:
         knn.to_csv(tmp, index=False)
     files = [str(p) for p in rep.paths.values()] + [str(out / "collapse" / "tissue_knn.csv")]

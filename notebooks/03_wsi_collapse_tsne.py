@@ -87,10 +87,10 @@ from IPython.display import HTML, Markdown, display
 from exaonepath_lab import notebook_params as nbp
 from exaonepath_lab.analysis import (collapse_reading, collapse_report, differences_table, figure2, gallery_html,
                                      metrics_table, neighbour_gallery, open_patches, thumbnail_uri)
+from exaonepath_lab.analysis.summary import tissue_knn
 from exaonepath_lab.analysis.explorer import CollapseExplorer
 from exaonepath_lab.encoders import create_encoder, list_encoders
 from exaonepath_lab.io import write_json_atomic
-from exaonepath_lab.probing.knn import knn_accuracy
 from exaonepath_lab.slides.dataset import TiledPatchDataset
 from exaonepath_lab.stain import MacenkoNormalizer
 
@@ -188,14 +188,7 @@ else:
 
 # %%
 display(metrics_table(report.metrics))
-tissue = []
-if labelled.any():
-    labels = np.where(labelled, report.sample["label"].to_numpy(), -1)
-    groups = report.sample["slide_id"].astype(str).to_numpy()
-    for name, f in report.features.items():
-        x = np.asarray(f.features if hasattr(f, "features") else f, dtype=np.float32)
-        tissue.append({"features": name, "tissue_knn_bacc": knn_accuracy(x, labels, groups=groups, k=10)})
-tissue = pd.DataFrame(tissue, columns=["features", "tissue_knn_bacc"])
+tissue = tissue_knn(report.features, report.sample)  # empty without tissue labels
 purity = report.metrics[report.metrics["metric"] == "knn_slide_purity"][["features", "value", "ci_low", "ci_high"]]
 side = purity.merge(tissue, on="features", how="left").rename(
     columns={"value": "slide purity ↓", "ci_low": "ci low", "ci_high": "ci high", "tissue_knn_bacc": "tissue k-NN ↑"})

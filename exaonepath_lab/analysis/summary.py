@@ -9,7 +9,7 @@
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -189,6 +189,26 @@ def _hedged_for_few_slides(lines: list[tuple[str, str]], differences: pd.DataFra
     hedge = (f" (Only {int(n)} slides: an interval that resamples slides is crude with so few, so read this as "
              "a hint to check on more slides, not as a finding.)")
     return [(text + hedge, "note") if kind == "good" else (text, kind) for text, kind in lines]
+
+
+def tissue_knn(features: Mapping[str, Any], meta: pd.DataFrame, *, k: int = 10) -> pd.DataFrame:
+    """Tissue-class k-NN balanced accuracy of each feature set (``features`` name -> array or features file).
+
+    The kit's one k-NN (:func:`exaonepath_lab.probing.knn.knn_accuracy`, DINO's weighted vote) with folds
+    that never split a slide; labels below 1 (background, unknown) are not tissue classes. Without any
+    tissue label the table is empty: the reading then says nothing about tissue.
+    """
+    from ..probing.knn import knn_accuracy
+
+    labels = meta["label"].to_numpy(np.int64) if "label" in meta else np.full(len(meta), -1)
+    labels = np.where(labels >= 1, labels, -1)
+    rows = []
+    if (labels >= 1).any():
+        groups = meta["slide_id"].astype(str).to_numpy()
+        for name, f in features.items():
+            x = np.asarray(f.features if hasattr(f, "features") else f, dtype=np.float32)
+            rows.append({"features": name, "tissue_knn_bacc": knn_accuracy(x, labels, groups=groups, k=k)})
+    return pd.DataFrame(rows, columns=["features", "tissue_knn_bacc"])
 
 
 def tissue_knn_reading(knn: pd.DataFrame, a_name: str, c_name: str, *,
